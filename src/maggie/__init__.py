@@ -1,0 +1,1 @@
+"""MaGGIe: mask-guided gradual human instance matting in pure PyTorch."""

@@ -1,0 +1,30 @@
+"""Atrous spatial pyramid pooling on the OS32 features (DeepLabv3 style, as in the reference)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_channels: int = 512, out_channels: int = 512, mid_channels: int = 256):
+        super().__init__()
+        self.aspp1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.aspp2 = nn.Conv2d(in_channels, mid_channels, 3, padding=2, dilation=2, bias=False)
+        self.aspp3 = nn.Conv2d(in_channels, mid_channels, 3, padding=4, dilation=4, bias=False)
+        self.aspp4 = nn.Conv2d(in_channels, mid_channels, 3, padding=8, dilation=8, bias=False)
+        self.aspp5 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        for i in range(1, 6):
+            setattr(self, f"aspp{i}_bn", nn.BatchNorm2d(mid_channels))
+        self.conv2 = nn.Conv2d(mid_channels * 5, out_channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = []
+        for i in range(1, 5):
+            conv, bn = getattr(self, f"aspp{i}"), getattr(self, f"aspp{i}_bn")
+            branches.append(F.relu(bn(conv(x))))
+        pooled = F.relu(self.aspp5_bn(self.aspp5(F.adaptive_avg_pool2d(x, 1))))
+        branches.append(F.interpolate(pooled, size=x.shape[-2:], mode="nearest"))
+        return F.relu(self.bn2(self.conv2(torch.cat(branches, dim=1))))

@@ -1,0 +1,155 @@
+"""The MaGGIe image and video networks (reference archs ``MaGGIe`` and ``MaGGIe_Temp``).
+
+Input: the normalised image ``[B, T, 3, H, W]`` (H, W multiples of 32) and binary guidance
+masks ``[B, T, N, H', W']`` (full or OS8 resolution).  All instances are decoded in one
+forward pass; more than ``max_inst`` (10) instances are processed in groups of 10, which
+leaves results for <= 10 instances unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .aspp import ASPP
+from .decoder import DecoderState, MaggieDecoder, MaggieTemporalDecoder
+from .encoder import ShortcutEncoder
+from .spectral_norm import preserved_power_iteration
+
+ARCHS = ("maggie_image", "maggie_video")
+
+
+@dataclass
+class MaggieConfig:
+    arch: str = "maggie_image"
+    max_inst: int = 10
+    num_embed: int = 3
+    atten_dim: int = 128
+    atten_blocks: int = 2
+    atten_heads: int = 1
+    final_channel: int = 64
+    warmup_detail_iter: int = 3000
+    refine_mode: str = "sparse"  # "sparse" (cost follows the uncertain area) or "dense"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MaGGIe(nn.Module):
+    def __init__(self, cfg: MaggieConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or MaggieConfig()
+        if cfg.arch not in ARCHS:
+            raise ValueError(f"unknown MaGGIe arch {cfg.arch!r}; expected one of {ARCHS}")
+        self.encoder = ShortcutEncoder(num_mask=cfg.max_inst, num_embed=cfg.num_embed)
+        self.aspp = ASPP(512, 512)
+        decoder_cls = MaggieTemporalDecoder if cfg.arch == "maggie_video" else MaggieDecoder
+        self.decoder = decoder_cls(max_inst=cfg.max_inst, atten_dim=cfg.atten_dim, atten_blocks=cfg.atten_blocks,
+                                   atten_heads=cfg.atten_heads, final_channel=cfg.final_channel,
+                                   warmup_detail_iter=cfg.warmup_detail_iter, refine_mode=cfg.refine_mode)
+        for module in (self.aspp, self.decoder):
+            for name, p in module.named_parameters():
+                if p.dim() > 1 and "weight_bar" not in name:
+                    nn.init.xavier_uniform_(p)
+
+    @property
+    def is_video(self) -> bool:
+        return self.cfg.arch == "maggie_video"
+
+    def set_refine_mode(self, mode: str) -> None:
+        if mode not in ("sparse", "dense"):
+            raise ValueError(f"refine mode must be 'sparse' or 'dense', got {mode!r}")
+        self.decoder.refine_mode = mode
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, prev_alpha: torch.Tensor | None = None,
+                state: DecoderState | None = None) -> dict[str, torch.Tensor]:
+        """Mattes for every instance of every frame; see the module docstring for shapes.
+
+        prev_alpha ``[B, N, H, W]``: the final matte of the frame before the clip (video
+        inference over sliding clips); state: training-time iteration and true alpha.
+        """
+        if image.dim() != 5 or mask.dim() != 5:
+            raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
+                             f"and {tuple(mask.shape)}")
+        b, t, _, h, w = image.shape
+        if h % 32 or w % 32:
+            raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
+        if mask.shape[-2:] != (h, w):
+            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, -1, h, w)
+        if self.training:
+            return self._forward(image, mask, prev_alpha, state)
+        with preserved_power_iteration(self):
+            return self._forward(image, mask, prev_alpha, state)
+
+    def _forward(self, image, mask, prev_alpha, state):
+        t = image.shape[1]
+        n = mask.shape[2]
+        if self.training or n <= self.cfg.max_inst:
+            out = self._forward_group(image, mask, state)
+        else:
+            groups = [self._forward_group(image, mask[:, :, i:i + self.cfg.max_inst], None)
+                      for i in range(0, n, self.cfg.max_inst)]
+            out = {k: torch.cat([g[k] for g in groups], dim=2) for k in groups[0] if k not in ("loss_atten",)}
+        if self.is_video and not self.training and t > 1:
+            out["alpha"] = fuse_clip(out["alpha"], out["diff_forward"], out["diff_backward"], prev_alpha)
+        return out
+
+    def _forward_group(self, image, mask, state):
+        b, t, _, h, w = image.shape
+        n = mask.shape[2]
+        if not self.training and mask.sum() == 0:
+            zeros = image.new_zeros(b, t, n, h, w)
+            out = {k: zeros.clone() for k in ("alpha", "alpha_os8", "alpha_os4", "alpha_os1", "detail_mask")}
+            if self.is_video:
+                out.update(temp_alpha=zeros.clone(), diff_forward=zeros.clone(), diff_backward=zeros.clone())
+            return out
+        enc_mask = mask.flatten(0, 1)
+        if enc_mask.shape[1] < self.cfg.max_inst and self.cfg.num_embed == 0:
+            enc_mask = F.pad(enc_mask, (0, 0, 0, 0, 0, self.cfg.max_inst - enc_mask.shape[1]))
+        feats, mid = self.encoder(image.flatten(0, 1), enc_mask)
+        feats = self.aspp(feats)
+        dec = self.decoder(feats, mid, b, t, mask, state)
+        out = {}
+        for k in ("alpha", "alpha_os8", "alpha_os4", "alpha_os1", "detail_mask"):
+            out[k] = dec[k].reshape(b, t, -1, h, w)
+        if self.training:
+            out["weight_os4"] = dec["weight_os4"].reshape(b, t, -1, h, w)
+            out["weight_os1"] = dec["weight_os1"].reshape(b, t, -1, h, w)
+            if dec.get("loss_atten") is not None:
+                out["loss_atten"] = dec["loss_atten"]
+        if self.is_video:
+            nn_ = out["alpha"].shape[2]
+            out["temp_alpha"] = dec["temp_alpha"]
+            out["diff_forward_logits"] = dec["diff_forward_logits"]
+            out["diff_backward_logits"] = dec["diff_backward_logits"]
+            out["diff_forward"] = dec["diff_forward_logits"].sigmoid().expand(-1, -1, nn_, -1, -1)
+            out["diff_backward"] = dec["diff_backward_logits"].sigmoid().expand(-1, -1, nn_, -1, -1)
+        return out
+
+
+def fuse_clip(alpha: torch.Tensor, diff_forward: torch.Tensor, diff_backward: torch.Tensor,
+              prev_alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """Test-time matte fusion of a clip (the reference's bi-fusion, generalised to T frames).
+
+    A pixel of frame t keeps the previous frame's final value where the forward change map
+    says nothing changed, unless the backward propagation from frame t+1 disagrees, in which
+    case the network's own frame-t value is used.  The first frame is returned as predicted
+    (``prev_alpha``, the previous clip's final frame, only feeds frame 1); the last frame is
+    propagated forward.  For T == 3 this is exactly the reference's post-processing.
+    """
+    t = alpha.shape[1]
+    df = (diff_forward > 0.5).to(alpha.dtype)
+    db = (diff_backward > 0.5).to(alpha.dtype)
+    prev = alpha[:, 0] if prev_alpha is None else prev_alpha.to(alpha)
+    frames = [alpha[:, 0]]
+    for i in range(1, t - 1):
+        fwd = prev * (1 - df[:, i]) + alpha[:, i] * df[:, i]
+        bwd = alpha[:, i + 1] * (1 - db[:, i]) + alpha[:, i] * db[:, i]
+        cur = torch.where((fwd - bwd).abs() > 0, alpha[:, i], fwd)
+        frames.append(cur)
+        prev = cur
+    frames.append(prev * (1 - df[:, t - 1]) + alpha[:, t - 1] * df[:, t - 1])
+    return torch.stack(frames, dim=1)

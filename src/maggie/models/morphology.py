@@ -1,0 +1,72 @@
+"""Uncertain-region selection as the reference computes it, in torch (CPU, GPU, export).
+
+``compute_unknown`` marks pixels with 1/255 < alpha < 254/255 and dilates them with
+OpenCV's elliptical structuring element; we reproduce ``cv2.dilate`` exactly (kernel
+anchor at its centre, outside of the image ignored) with a convolution, so no round
+trip to numpy is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@functools.lru_cache(maxsize=64)
+def ellipse_kernel(size: int) -> np.ndarray:
+    """OpenCV's elliptical structuring element, the one the reference dilates with."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def dilate(binary: torch.Tensor, size: int) -> torch.Tensor:
+    """cv2.dilate of ``[N, H, W]`` binary maps with the ``size`` x ``size`` ellipse."""
+    if size <= 1:
+        return binary.bool()
+    k = torch.from_numpy(ellipse_kernel(size)).to(device=binary.device, dtype=torch.float32)
+    a = size // 2
+    x = F.pad(binary[:, None].float(), (a, size - 1 - a, a, size - 1 - a))
+    return F.conv2d(x, k[None, None])[:, 0] > 0.5
+
+
+def uncertain(alpha: torch.Tensor, lower: float = 1.0 / 255.0, upper: float = 254.0 / 255.0) -> torch.Tensor:
+    return (alpha > lower) & (alpha < upper)
+
+
+def compute_unknown(
+    alpha: torch.Tensor, k_size: int = 30, train: bool = False, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Dilated uncertain region of each map of ``alpha [..., H, W]`` as float 0/1.
+
+    Evaluation uses an ellipse of size ``k_size // 2``; training draws a size in
+    ``[1, k_size - 1]`` per map (the reference's augmentation of the loss regions).
+    """
+    shape = alpha.shape
+    u = uncertain(alpha.detach()).reshape(-1, *shape[-2:])
+    if not train:
+        out = dilate(u, k_size // 2)
+    else:
+        sizes = torch.randint(1, k_size, (u.shape[0],), generator=generator).tolist()
+        out = torch.stack([dilate(u[i:i + 1], s)[0] for i, s in enumerate(sizes)]) if sizes else u
+    return out.reshape(shape).to(alpha.dtype)
+
+
+def gaussian_smoothing_reference(x: torch.Tensor, sigma: int = 3) -> torch.Tensor:
+    """The reference's box-suppression smoother, quirks included.
+
+    Its 2-D kernel is the *squared* 1-D Gaussian repeated on every row (sum ~1.03 for
+    sigma 3), and the output is cropped by the padding and resized back bilinearly.
+    Reproduced as is because it decides which pixels the video model keeps.
+    """
+    size = sigma * 2 + 1
+    pad = size // 2
+    grid = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-grid ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g * g).expand(x.shape[1], 1, size, size).to(x)
+    y = F.conv2d(F.pad(x, (pad, pad, pad, pad)), kernel, groups=x.shape[1])
+    y = y[:, :, pad:-pad, pad:-pad]
+    return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
