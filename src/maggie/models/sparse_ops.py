@@ -26,7 +26,12 @@ CHUNK_SITES = 1 << 16
 
 
 class SubMConv2d(nn.Module):
-    """Submanifold convolution; ``weight`` is ``[out, k, k, in]`` (spconv layout)."""
+    """Submanifold convolution; ``weight`` is ``[out, k, k, in]`` (spconv layout).
+
+    spconv 2.x runs 1x1 submanifold convolutions as a plain matmul with the stored
+    ``[out, 1, 1, in]`` tensor *reshaped* (not transposed) to ``[in, out]``.  The official
+    weights were trained through that path, so ``matrix()`` reproduces it.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = False):
         super().__init__()
@@ -34,6 +39,16 @@ class SubMConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, in_channels))
         nn.init.xavier_uniform_(self.weight)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def matrix(self) -> torch.Tensor:
+        """The ``[in, out]`` matrix a 1x1 submanifold convolution multiplies features with."""
+        return self.weight.reshape(self.weight.shape[-1], self.weight.shape[0])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent ``conv2d`` weight ``[out, in, k, k]``."""
+        if self.kernel_size == 1:
+            return self.matrix().t()[:, :, None, None]
+        return self.weight.permute(0, 3, 1, 2)
 
 
 class SparseInverseConv2d(nn.Module):
@@ -74,8 +89,7 @@ class DenseLevel:
         return x * self.mask.to(x.dtype)
 
     def subm(self, conv: SubMConv2d, x: torch.Tensor) -> torch.Tensor:
-        weight = conv.weight.permute(0, 3, 1, 2)
-        return self.apply_mask(F.conv2d(x, weight, conv.bias, padding=conv.kernel_size // 2))
+        return self.apply_mask(F.conv2d(x, conv.dense_weight(), conv.bias, padding=conv.kernel_size // 2))
 
     def inverse(self, conv: SparseInverseConv2d, coarse_x: torch.Tensor, coarse: DenseLevel) -> torch.Tensor:
         weight = conv.weight.permute(3, 0, 1, 2)  # [in, out, kh, kw] for conv_transpose2d
@@ -175,7 +189,7 @@ class SparseLevel:
 
     def subm(self, conv: SubMConv2d, x: torch.Tensor) -> torch.Tensor:
         if conv.kernel_size == 1:
-            out = x @ conv.weight[:, 0, 0, :].t()
+            out = x @ conv.matrix()
         else:
             out = self._gather_matmul(x, self.neighbours(conv.kernel_size), conv.weight)
         return out if conv.bias is None else out + conv.bias
