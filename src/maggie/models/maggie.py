@@ -90,8 +90,11 @@ class MaGGIe(nn.Module):
         if self.training or n <= self.cfg.max_inst:
             out = self._forward_group(image, mask, state)
         else:
-            groups = [self._forward_group(image, mask[:, :, i:i + self.cfg.max_inst], None)
-                      for i in range(0, n, self.cfg.max_inst)]
+            groups = []
+            for i in range(0, n, self.cfg.max_inst):
+                # Each group sees the checkpoint's power-iteration state, as a lone forward would.
+                with preserved_power_iteration(self):
+                    groups.append(self._forward_group(image, mask[:, :, i:i + self.cfg.max_inst], None))
             out = {k: torch.cat([g[k] for g in groups], dim=2) for k in groups[0] if k not in ("loss_atten",)}
         if self.is_video and not self.training and t > 1:
             out["alpha"] = fuse_clip(out["alpha"], out["diff_forward"], out["diff_backward"], prev_alpha)

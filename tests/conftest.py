@@ -1,0 +1,22 @@
+"""Shared fixtures: the parity material in ../shared (next to the repository) and small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MAGGIE_SHARED", REPO.parent / "shared"))
+PARITY = SHARED / "parity"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not (PARITY / "maggie_image_weights.safetensors").exists():
+        pytest.skip(f"parity fixtures not found under {PARITY}")
+    return PARITY

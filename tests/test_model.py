@@ -1,0 +1,203 @@
+"""Network behaviour beyond the fixtures: backends agree, any instance count, weights I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from maggie.models import MaGGIe, MaggieConfig, WeightsError, fuse_clip, load_model, save_weights
+from maggie.models.morphology import compute_unknown, dilate, ellipse_kernel
+
+
+def blob_masks(t: int, n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Ellipses of random size and position: binary masks [1, T, n, h, w] (moving slightly over time)."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((1, t, n, h, w), np.float32)
+    for i in range(n):
+        cy, cx = g.uniform(0.2, 0.8) * h, g.uniform(0.2, 0.8) * w
+        ry, rx = g.uniform(0.1, 0.3) * h, g.uniform(0.08, 0.2) * w
+        for f in range(t):
+            out[0, f, i] = ((yy - cy - 2 * f) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    return torch.from_numpy(out)
+
+
+@pytest.fixture(scope="module")
+def image_weights(parity_dir):
+    return load_file(str(parity_dir / "maggie_image_weights.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def video_weights(parity_dir, image_weights):
+    sd = dict(image_weights)
+    sd.update(load_file(str(parity_dir / "maggie_video_extra_weights.safetensors")))
+    return sd
+
+
+def run(model, image, mask, mode):
+    model.set_refine_mode(mode)
+    with torch.no_grad():
+        return model(image, mask)
+
+
+@pytest.mark.parametrize("size,n", [((96, 128), 1), ((128, 96), 4)])
+def test_sparse_equals_dense_image(image_weights, size, n):
+    model = load_model(image_weights)
+    image = torch.randn(1, 1, 3, *size, generator=torch.Generator().manual_seed(1))
+    mask = blob_masks(1, n, *size)
+    sparse, dense = run(model, image, mask, "sparse"), run(model, image, mask, "dense")
+    assert sparse["detail_mask"].sum() > 0
+    for k in ("alpha", "alpha_os4", "alpha_os1"):
+        assert torch.allclose(sparse[k], dense[k], atol=2e-5), k
+    assert sparse["alpha"].shape == (1, 1, n, *size)
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_sparse_equals_dense_video(video_weights, t):
+    model = load_model(video_weights)
+    image = torch.randn(1, t, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    mask = blob_masks(t, 3, 64, 96)
+    sparse, dense = run(model, image, mask, "sparse"), run(model, image, mask, "dense")
+    for k in ("alpha", "temp_alpha", "alpha_os1"):
+        assert sparse[k].shape == (1, t, 3, 64, 96)
+        assert torch.allclose(sparse[k], dense[k], atol=2e-5), k
+
+
+def test_more_than_ten_instances_in_groups(image_weights):
+    model = load_model(image_weights)
+    image = torch.randn(1, 1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    mask = blob_masks(1, 13, 64, 64, seed=5)
+    with torch.no_grad():
+        all13 = model(image, mask)["alpha"]
+        first10 = model(image, mask[:, :, :10])["alpha"]
+        last3 = model(image, mask[:, :, 10:])["alpha"]
+    assert all13.shape[2] == 13
+    assert torch.equal(all13[:, :, :10], first10)
+    assert torch.equal(all13[:, :, 10:], last3)
+
+
+def test_empty_masks_give_zero_mattes(image_weights):
+    model = load_model(image_weights)
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 3, 64, 64), torch.zeros(1, 1, 2, 64, 64))
+    assert out["alpha"].abs().sum() == 0
+
+
+def test_low_resolution_masks_are_upsampled(image_weights):
+    model = load_model(image_weights)
+    image = torch.randn(1, 1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    full = blob_masks(1, 2, 64, 64)
+    os8 = full[..., ::8, ::8]
+    with torch.no_grad():
+        a = model(image, os8)["alpha"]
+        b = model(image, torch.nn.functional.interpolate(os8[0], size=(64, 64), mode="nearest")[None])["alpha"]
+    assert torch.equal(a, b)
+
+
+def test_bad_input_shapes():
+    model = MaGGIe().eval()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model(torch.zeros(1, 1, 3, 50, 64), torch.zeros(1, 1, 1, 50, 64))
+    with pytest.raises(ValueError, match=r"\[B,T,3,H,W\]"):
+        model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
+
+
+def test_load_refuses_missing_and_unknown_keys(image_weights):
+    sd = dict(image_weights)
+    sd.pop("aspp.conv2.weight")
+    sd["decoder.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError) as err:
+        load_model(sd)
+    msg = str(err.value)
+    assert "missing 1 keys: aspp.conv2.weight" in msg and "unknown 1 keys: decoder.extra.weight" in msg
+
+
+def test_detect_arch_and_round_trip(tmp_path, video_weights):
+    model = load_model(video_weights)
+    assert model.is_video
+    path = tmp_path / "video.safetensors"
+    save_weights(model, path)
+    again = load_model(path)
+    assert again.is_video
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_official_layout_file_and_pth(tmp_path, image_weights):
+    path = tmp_path / "official.safetensors"
+    save_file(image_weights, str(path))
+    assert load_model(path).cfg.arch == "maggie_image"
+    pth = tmp_path / "official.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in image_weights.items()}}, pth)
+    assert load_model(pth).cfg.arch == "maggie_image"
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_hub_id_with_local_stand_in(tmp_path, monkeypatch, image_weights):
+    """A hub id resolves through huggingface_hub; here a local file stands in for the hub."""
+    import huggingface_hub
+
+    path = tmp_path / "model.safetensors"
+    save_file(image_weights, str(path))
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None):
+        calls.append((repo_id, filename))
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = load_model("chuonghm/maggie-image-him50k-cvpr24")
+    assert calls == [("chuonghm/maggie-image-him50k-cvpr24", "model.safetensors")]
+    assert model.cfg.arch == "maggie_image"
+
+
+def test_hub_id_offline_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="cannot be reached"):
+        load_model("chuonghm/maggie-image-him50k-cvpr24")
+
+
+def test_fuse_clip_three_frames_by_hand():
+    a = torch.tensor([0.1, 0.5, 0.9]).reshape(1, 3, 1, 1, 1)
+    no_change = torch.zeros(1, 3, 1, 1, 1)
+    # Nothing changes: frame 1 keeps frame 0's value only if backward agrees (0.9 != 0.1) -> own value.
+    assert torch.allclose(fuse_clip(a, no_change, no_change)[0, :, 0, 0, 0], torch.tensor([0.1, 0.5, 0.5]))
+    b = torch.tensor([0.3, 0.3, 0.3]).reshape(1, 3, 1, 1, 1)
+    # Static matte: all agree, so the previous clip's value is carried over.
+    prev = torch.full((1, 1, 1, 1), 0.3)
+    assert torch.allclose(fuse_clip(b, no_change, no_change, prev)[0, :, 0, 0, 0], torch.tensor([0.3, 0.3, 0.3]))
+
+
+def test_training_forward_gives_slot_outputs_and_attention_loss():
+    torch.manual_seed(0)
+    model = MaGGIe(MaggieConfig(max_inst=10)).train()
+    image = torch.randn(2, 1, 3, 64, 64)
+    mask = torch.zeros(2, 1, 10, 64, 64)
+    mask[:, :, [1, 7]] = blob_masks(1, 2, 64, 64)[0]
+    from maggie.models import DecoderState
+
+    alpha = mask.clone()
+    out = model(image, mask, state=DecoderState(iteration=1, gt_alpha=alpha.flatten(0, 1)))
+    assert out["alpha"].shape == (2, 1, 10, 64, 64)
+    assert out["alpha_os8"][:, :, [0, 2]].abs().sum() == 0  # empty slots are zeroed in training
+    assert torch.isfinite(out["loss_atten"])
+    out["alpha"].mean().backward()
+
+
+def test_compute_unknown_matches_opencv():
+    import cv2
+
+    g = np.random.default_rng(0)
+    alpha = (g.random((3, 40, 50)) > 0.97).astype(np.float32) * 0.5
+    for k in (30, 27, 15, 8):
+        ref = [cv2.dilate(((a > 1 / 255) & (a < 254 / 255)).astype(np.uint8), ellipse_kernel(k // 2)) for a in alpha]
+        ours = compute_unknown(torch.from_numpy(alpha), k).numpy()
+        assert (ours == np.stack(ref)).all(), k
+    for size in (2, 4, 6):
+        u = g.random((30, 30)) > 0.95
+        ref = cv2.dilate(u.astype(np.uint8), ellipse_kernel(size))
+        assert (dilate(torch.from_numpy(u)[None], size)[0].numpy() == ref).all()
