@@ -71,7 +71,7 @@ class ShortcutEncoder(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], 2)
         self.layer_bottleneck = self._make_layer(512, layers[3], 2)
         self.shortcut = nn.ModuleList(
-            _shortcut(i, p) for i, p in zip([in_ch, 32, 64, 128, 256], [32, 32, 64, 128, 256])
+            _shortcut(i, p) for i, p in zip([in_ch, 32, 64, 128, 256], [32, 32, 64, 128, 256], strict=True)
         )
         # The reference zeroes the stem weights that read the guidance channels.
         with torch.no_grad():
@@ -111,5 +111,5 @@ class ShortcutEncoder(nn.Module):
         x3 = self.layer2(x2)
         x4 = self.layer3(x3)
         out = self.layer_bottleneck(x4)
-        shortcuts = tuple(branch(f) for branch, f in zip(self.shortcut, (x, x1, x2, x3, x4)))
+        shortcuts = tuple(branch(f) for branch, f in zip(self.shortcut, (x, x1, x2, x3, x4), strict=True))
         return out, {"shortcut": shortcuts, "image": image}
