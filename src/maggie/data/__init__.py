@@ -1,0 +1,1 @@
+"""Datasets: procedural assets, synthesis of the four MaGGIe datasets, simulated guidance masks."""

@@ -1,0 +1,199 @@
+"""Report stage: gather every evaluation into ``metrics.json``, paper-style tables, plots and a grid.
+
+``metrics.json`` is what ``dvc metrics diff`` compares.  The tables follow the paper's
+layout: one row per (subset, mask source) with MaGGIe and the mask-as-alpha reference,
+the mean (and standard deviation) over mask sources per subset, and one row per video
+split.  Plots are written both as CSV (for ``dvc plots``) and as PNG images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io_utils import write_json, write_png, write_text
+from .params import ParamsError, load_params, section
+
+log = logging.getLogger("maggie.report")
+METHODS = ("maggie", "mask_as_alpha")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ParamsError(f"{path}: missing or unreadable evaluation result ({exc.__class__.__name__})") from exc
+
+
+def gather(params: dict[str, Any]) -> dict[str, Any]:
+    test = section(params, "test")
+    out_dir = Path(test["out_dir"])
+    img, vid = section(params, "test.image"), section(params, "test.video")
+    image_rows = [
+        _load(out_dir / "image" / s / f"{m}.json") for s in img["subsets"] for m in img["mask_sources"]
+    ]
+    video_rows = [_load(out_dir / "video" / f"{s}.json") for s in vid["splits"]]
+    return {"image": image_rows, "video": video_rows}
+
+
+def summarise(rows: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    img = section(params, "test.image")
+    metrics: dict[str, Any] = {"image": {}, "video": {}}
+    for subset in img["subsets"]:
+        sub = [r for r in rows["image"] if r["subset"] == subset]
+        entry = {}
+        for method in METHODS:
+            names = sub[0][method].keys()
+            entry[method] = {n: float(np.mean([r[method][n] for r in sub])) for n in names}
+            entry[method].update({f"{n}_std": float(np.std([r[method][n] for r in sub])) for n in names})
+        entry["mad_reduction_vs_mask"] = 1.0 - entry["maggie"]["MAD"] / max(entry["mask_as_alpha"]["MAD"], 1e-12)
+        metrics["image"][subset] = entry
+    for r in rows["video"]:
+        entry = {m: {k: float(v) for k, v in r[m].items()} for m in METHODS}
+        entry["mad_reduction_vs_mask"] = 1.0 - entry["maggie"]["MAD"] / max(entry["mask_as_alpha"]["MAD"], 1e-12)
+        metrics["video"][r["split"]] = entry
+    return metrics
+
+
+def image_table(rows: list[dict[str, Any]], metrics: dict[str, Any], names: list[str]) -> tuple[str, str]:
+    header = ["subset", "mask source", "method"] + names
+    csv_lines = [",".join(header)]
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        for m in METHODS:
+            vals = [f"{r[m][n]:.2f}" for n in names]
+            csv_lines.append(",".join([r["subset"], r["source"], m] + vals))
+            md.append("| " + " | ".join([r["subset"], r["source"], m] + vals) + " |")
+    for subset, entry in metrics["image"].items():
+        for m in METHODS:
+            vals = [f"{entry[m][n]:.2f} ({entry[m][n + '_std']:.2f})" for n in names]
+            csv_lines.append(",".join([subset, "mean (std)", m] + [v.replace(",", ";") for v in vals]))
+            md.append("| " + " | ".join([f"**{subset}**", "mean (std)", m] + vals) + " |")
+    return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
+
+
+def video_table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    header = ["split", "method"] + names
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        for m in METHODS:
+            md.append("| " + " | ".join([r["split"], m] + [f"{r[m][n]:.2f}" for n in names]) + " |")
+    return "\n".join(md) + "\n"
+
+
+def bar_plot(path: Path, labels: list[str], series: dict[str, list[float]], title: str) -> None:
+    """A grouped bar chart as PNG (matplotlib, headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(labels)), 3.5), dpi=100)
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(labels))
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=name)
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    write_png(path, rgba)
+
+
+def curve_plot(path: Path, curves: dict[str, Path]) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, p in curves.items():
+        if not p.exists():
+            continue
+        with p.open() as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    write_png(path, rgba)
+
+
+def preview_grid(out_dir: Path, report_dir: Path) -> None:
+    import cv2
+
+    from .visualize import grid
+
+    tiles = sorted((out_dir / "previews").rglob("*.png"))[:6]
+    rows = []
+    for t in tiles:
+        img = cv2.imread(str(t), cv2.IMREAD_COLOR)
+        if img is not None:
+            rows.append([cv2.cvtColor(img, cv2.COLOR_BGR2RGB)])
+    if rows:
+        write_png(report_dir / "mattes_grid.png", grid(rows, tile_height=min(r[0].shape[0] for r in rows)))
+
+
+def run(params_path: str) -> dict[str, Any]:
+    params = load_params(params_path)
+    test = section(params, "test")
+    report_dir = Path(test["report_dir"])
+    rows = gather(params)
+    metrics = summarise(rows, params)
+    names = list(test["metrics"])
+    vid_names = names + list(section(params, "test.video").get("extra_metrics", []))
+    write_json(Path(test["metrics_file"]), metrics)
+    csv_text, md_image = image_table(rows["image"], metrics, names)
+    write_text(report_dir / "image_table.csv", csv_text)
+    md_video = video_table(rows["video"], vid_names)
+    write_text(report_dir / "tables.md", "## Images\n\n" + md_image + "\n## Video\n\n" + md_video)
+    per_source = ["subset,source,maggie_MAD,mask_as_alpha_MAD"] + [
+        f"{r['subset']},{r['source']},{r['maggie']['MAD']:.4f},{r['mask_as_alpha']['MAD']:.4f}" for r in rows["image"]]
+    write_text(report_dir / "mad_per_source.csv", "\n".join(per_source) + "\n")
+    labels = [f"{r['subset']}/{r['source']}" for r in rows["image"]]
+    bar_plot(report_dir / "mad_per_source.png", labels,
+             {m: [r[m]["MAD"] for r in rows["image"]] for m in METHODS}, "MAD per subset and mask source")
+    bar_plot(report_dir / "video_mad.png", [r["split"] for r in rows["video"]],
+             {m: [r[m]["MAD"] for r in rows["video"]] for m in METHODS}, "Video MAD per split")
+    curve_plot(report_dir / "training_curves.png",
+               {s: Path(section(params, f"train.{s}")["out_dir"]) / "train_curve.csv" for s in ("image", "video")})
+    preview_grid(Path(test["out_dir"]), report_dir)
+    for kind, entries in metrics.items():
+        for name, e in entries.items():
+            log.info("%s %s: MAD %.3f vs mask %.3f (%.0f%% lower)", kind, name, e["maggie"]["MAD"],
+                     e["mask_as_alpha"]["MAD"], 100 * e["mad_reduction_vs_mask"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        run(args.params)
+    except ParamsError as exc:
+        print(f"maggie.report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
