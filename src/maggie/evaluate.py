@@ -25,7 +25,7 @@ from . import dist
 from .data.layout import DataError, ImageTestSet, VideoTestSet
 from .inference import predict_frames, predict_video
 from .io_utils import write_json, write_png
-from .metrics import MetricAccumulator, make_trimap
+from .metrics import TEMPORAL, MetricAccumulator, make_trimap
 from .models import WeightsError, load_model
 from .params import ParamsError, load_params, section
 from .visualize import colour_mattes, grid, label
@@ -70,6 +70,20 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     return result
 
 
+def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> None:
+    """Spatial metrics on every frame; temporal ones once per consecutive frame pair, as the
+    reference's test loop scores each newly final pair (it batches the last three pairs together)."""
+    spatial = [n for n in acc.names if n not in TEMPORAL]
+    temporal = [n for n in acc.names if n in TEMPORAL]
+    part = MetricAccumulator(spatial)
+    part.update(pred, gt)
+    acc.add_state(part.state())
+    for t in range(1, gt.shape[0]):
+        pair = MetricAccumulator(temporal)
+        pair.update(pred[t - 1:t + 1], gt[t - 1:t + 1])
+        acc.add_state(pair.state())
+
+
 def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
                     device: torch.device | None = None, names=None, validation: bool = False,
                     previews: Path | None = None) -> dict[str, Any]:
@@ -92,8 +106,8 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
             masks.append(frame.masks.astype(np.float32))
             preds.append(pred)
         gt, mk, pr = np.stack(gts), np.stack(masks), np.stack(preds)
-        accs["maggie"].update(pr, gt)
-        accs["mask_as_alpha"].update(mk, gt)
+        for method, values in (("maggie", pr), ("mask_as_alpha", mk)):
+            update_video(accs[method], values, gt)
         if previews is not None and len(rows) < 2:
             mid = len(frames) // 2
             rows.append([label(frames[mid].image, f"{video} t={mid}"), label(colour_mattes(mk[mid]), "tracker mask"),
