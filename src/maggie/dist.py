@@ -59,6 +59,10 @@ def setup(requested_device: str = "auto") -> Runtime:
     return Runtime(device, backend, rank, local_rank, world)
 
 
+def torch_dist_ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

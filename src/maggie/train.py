@@ -141,11 +141,14 @@ def matte_preview(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) 
     return np.concatenate(row, axis=1)
 
 
-def train(stage: str, params_path: str, max_iter_override: int | None = None) -> dict[str, Any]:
+def train(stage: str, params_path: str, max_iter_override: int | None = None,
+          out_dir_override: str | None = None) -> dict[str, Any]:
     params = load_params(params_path)
     mset, tset = stage_settings(params, stage)
     if max_iter_override is not None:
         tset.max_iter = max_iter_override
+    if out_dir_override is not None:
+        tset.out_dir = out_dir_override
     rt = dist.setup(tset.device)
     logging.basicConfig(level=logging.INFO if rt.is_main else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -261,6 +264,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None) ->
     summary = {"stage": stage, "steps": step, "final_loss": losses_log[-1] if losses_log else None,
                "best_val_MAD": None if math.isinf(best) else best,
                "seconds": round(time.time() - t0, 1), "processes": rt.world_size, "device": str(rt.device)}
+    summary["rank_weight_checksums"] = weight_checksums(core)
     if rt.is_main:
         if not (out_dir / "best.safetensors").exists():
             save_weights(core, out_dir / "best.safetensors", {"step": step})
@@ -269,6 +273,21 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None) ->
             run.finish()
     dist.teardown()
     return summary
+
+
+@torch.no_grad()
+def weight_checksums(model: nn.Module) -> list[float]:
+    """Sum of every parameter of every rank (gathered): equal values mean the ranks are in sync."""
+    total = torch.zeros(1, dtype=torch.float64, device=next(model.parameters()).device)
+    for p in model.parameters():
+        total += p.detach().double().sum()
+    if dist.torch_dist_ready():
+        import torch.distributed as tdist
+
+        gathered = [torch.zeros_like(total) for _ in range(tdist.get_world_size())]
+        tdist.all_gather(gathered, total)
+        return [float(g) for g in gathered]
+    return [float(total)]
 
 
 @torch.no_grad()
@@ -291,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", choices=["image", "video"], required=True)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--max-iter", type=int, default=None, help="override train.<stage>.max_iter (e.g. to stop early)")
+    ap.add_argument("--out-dir", default=None, help="override train.<stage>.out_dir")
     args = ap.parse_args(argv)
     try:
-        train(args.stage, args.params, args.max_iter)
+        train(args.stage, args.params, args.max_iter, args.out_dir)
     except (ParamsError, FileNotFoundError, ValueError) as exc:
         print(f"maggie.train: error: {exc}", file=sys.stderr)
         return 2
