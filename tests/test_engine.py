@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_project import env, make_data, make_project, run
 
 from maggie.train import step_indices
-from tiny_project import env, make_data, make_project, run
 
 
 def test_step_indices_cover_each_epoch_once():

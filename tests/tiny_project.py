@@ -21,10 +21,10 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     sys.path.insert(0, str(REPO / "src"))
-    from maggie.preset import apply_preset, deep_merge
-    from maggie.params import load_params
-
     import yaml
+
+    from maggie.params import load_params
+    from maggie.preset import apply_preset, deep_merge
 
     apply_preset("tiny", str(dest / "params.yaml"), str(dest / "presets"))
     if overrides:
