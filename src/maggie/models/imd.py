@@ -135,7 +135,9 @@ class InstanceMatteDecoder(nn.Module):
         valid = m8.sum((1, 3, 4)) > 0  # [B, n]
         if n < self.max_inst:
             valid = torch.cat([valid, valid.new_zeros(b, self.max_inst - n)], dim=1)
-        token_padding = ~valid
+        # A clip with no guidance at all would mask every key (NaN attention); let its tokens
+        # attend freely instead: its mattes are zeroed by the validity masks anyway.
+        token_padding = ~valid & valid.any(1, keepdim=True)
 
         guidance = None
         if gt_masks is not None:

@@ -80,7 +80,12 @@ def gradient_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, ep
 
 
 def dtssd_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Temporal-derivative SSD on clips ``[B, T, N, H, W]``, weighted at the later frame of each pair."""
+    """Temporal-derivative SSD on clips ``[B, T, N, H, W]``, weighted at the later frame of each pair.
+
+    A clip of one frame has no pair: 0 (the reference divides 0 by 0 there).
+    """
+    if pred.shape[1] < 2:
+        return pred.sum() * 0.0
     dp = pred[:, 1:] - pred[:, :-1]
     dg = gt[:, 1:] - gt[:, :-1]
     w = weight[:, 1:]
