@@ -1,0 +1,86 @@
+"""The pipeline's stages as DVC resolves them, for the Snakemake workflow to mirror.
+
+``dvc.yaml`` is the single definition.  Rather than re-implementing DVC's templating
+(``${...}`` from params.yaml, ``foreach``/``matrix`` expansion), we ask DVC itself for the
+resolved stages, so Snakemake runs exactly the commands on exactly the files DVC would.
+
+    python -m maggie.dag        # print the resolved stages as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str          # DVC's address, e.g. "evaluate_image@in_dist-sim01_coarse28"
+    group: str         # the dvc.yaml entry it comes from, e.g. "evaluate_image"
+    cmd: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]          # every output (outs, metrics, plots)
+    persistent: tuple[str, ...]    # outputs DVC keeps between runs (``persist: true``)
+
+    @property
+    def rule(self) -> str:
+        """A valid Snakemake rule name."""
+        return re.sub(r"\W", "_", self.name.replace("@", "__"))
+
+
+def load_stages(root: str | Path = ".") -> list[Stage]:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = []
+        for st in repo.index.stages:
+            if not getattr(st, "cmd", None):
+                continue
+            outs = tuple(o.def_path for o in st.outs)
+            stages.append(Stage(
+                name=st.addressing,
+                group=st.addressing.split("@")[0],
+                cmd=st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd),
+                deps=tuple(d.def_path for d in st.deps),
+                outs=outs,
+                persistent=tuple(o.def_path for o in st.outs if o.persist),
+            ))
+    return stages
+
+
+def is_directory_output(path: str) -> bool:
+    """DVC outputs without a file suffix are folders (data/raw, reports, models/image/ckpt)."""
+    return Path(path).suffix == ""
+
+
+def producers(stages: list[Stage]) -> dict[str, Stage]:
+    return {o: s for s in stages for o in s.outs}
+
+
+def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
+    """Inputs for Snakemake: each dep, or, for a folder that other stages write into
+    (``eval/image``), every output under it; params.yaml changes are DVC's business."""
+    made = producers(stages)
+    inputs = []
+    for dep in stage.deps:
+        if dep == "params.yaml":
+            continue
+        if dep in made:
+            inputs.append(dep)
+            continue
+        inside = [o for o in made if o.startswith(dep.rstrip("/") + "/")]
+        inputs.extend(inside if inside else [dep])
+    return inputs
+
+
+def main() -> int:
+    root = sys.argv[1] if len(sys.argv) > 1 else "."
+    print(json.dumps([asdict(s) | {"rule": s.rule} for s in load_stages(root)], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The ``pull`` stage: make or fetch the raw data named by ``data.source`` in params.yaml.
+
+``procedural`` (default, offline) builds the asset bank in ``<data.root>/raw``;
+``local`` takes the published datasets from a folder (``data.local.path``).  Everything is
+built in a temporary folder next to the target and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..io_utils import replace_dir, write_json
+from ..params import ParamsError, load_params, section
+from .layout import DataError
+
+log = logging.getLogger("maggie.data.pull")
+DATASETS = ("I-HIM50K", "HIM2K_M-HIM2K", "V-HIM2K5", "V-HIM60")
+
+
+def pull_procedural(data: dict[str, Any]) -> Path:
+    from .procedural import build_asset_bank
+
+    root = Path(data["root"])
+    target = root / "raw"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".raw.", dir=root))
+    try:
+        build_asset_bank(tmp, data.get("bank", {}), data.get("seed", 0), data.get("workers", 1))
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def pull_local(data: dict[str, Any]) -> Path:
+    src = (data.get("local") or {}).get("path")
+    if not src:
+        raise ParamsError("data.source is 'local' but data.local.path is not set; set it to the folder holding "
+                          f"the published datasets ({', '.join(DATASETS)})")
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: data.local.path is not a folder")
+    root = Path(data["root"])
+    root.mkdir(parents=True, exist_ok=True)
+    found = [d for d in DATASETS if (src / d).is_dir()]
+    if not found:
+        raise DataError(f"{src}: none of {', '.join(DATASETS)} found here")
+    for name in found:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        shutil.rmtree(tmp)
+        shutil.copytree(src / name, tmp)
+        replace_dir(tmp, root / name)
+        log.info("copied %s", name)
+    raw = root / "raw"
+    raw.mkdir(exist_ok=True)
+    write_json(raw / "manifest.json", {"source": "local", "path": str(src), "datasets": found})
+    return raw
+
+
+def pull(params: dict[str, Any]) -> Path:
+    data = section(params, "data")
+    source = data.get("source", "procedural")
+    if source == "procedural":
+        return pull_procedural(data)
+    if source == "local":
+        return pull_local(data)
+    if source in ("hf", "s3"):
+        raise ParamsError(f"data.source '{source}' is not available in this version; download the published "
+                          "datasets yourself and use data.source: local with data.local.path")
+    raise ParamsError(f"data.source must be procedural, hf, s3 or local, got {source!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        out = pull(load_params(args.params))
+    except (ParamsError, DataError, OSError) as exc:
+        print(f"maggie.data.pull: error: {exc}", file=sys.stderr)
+        return 2
+    log.info("raw data ready in %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

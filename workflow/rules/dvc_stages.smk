@@ -1,0 +1,39 @@
+# Rules generated from the DVC stages.  Persistent outputs (resumable checkpoints) are left
+# out of the declared outputs so that Snakemake, like DVC, does not delete them before a run.
+from maggie.dag import is_directory_output, load_stages, resolve_inputs
+
+STAGES = load_stages(".")
+GROUPS = {}
+for _s in STAGES:
+    GROUPS.setdefault(_s.group, []).append(_s)
+
+
+def _outputs(stage):
+    return [directory(o) if is_directory_output(o) else o for o in stage.outs if o not in stage.persistent]
+
+
+rule all:
+    input:
+        [o for s in STAGES for o in s.outs if o not in s.persistent],
+    default_target: True
+
+
+for _group, _members in GROUPS.items():
+    if len(_members) > 1 or _members[0].name != _group:
+        rule:
+            name:
+                _group
+            input:
+                [o for s in _members for o in s.outs if o not in s.persistent],
+
+
+for _stage in STAGES:
+    rule:
+        name:
+            _stage.rule
+        input:
+            resolve_inputs(_stage, STAGES),
+        output:
+            _outputs(_stage),
+        shell:
+            _stage.cmd
