@@ -169,7 +169,9 @@ class VideoTrainDataset(_Base):
                 self.videos[v.name] = frames
         if not self.videos:
             raise DataError(f"{fgr}: no videos")
-        self.starts = [(v, s) for v, frames in self.videos.items() for s in range(max(1, len(frames) - cfg.clip_length + 1))]
+        self.starts = [
+            (v, s) for v, frames in self.videos.items() for s in range(max(1, len(frames) - cfg.clip_length + 1))
+        ]
 
     def __len__(self) -> int:
         return len(self.starts)

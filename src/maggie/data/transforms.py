@@ -116,7 +116,8 @@ def cut_mask(masks: np.ndarray, rng: Rng) -> np.ndarray:
     if rng.random() < 0.5:
         for i in range(flat.shape[0]):
             if rng.random() < 0.5:
-                rh, rw = int(rng.integers(h // 8, max(h // 4, h // 8 + 1))), int(rng.integers(w // 8, max(w // 4, w // 8 + 1)))
+                rh = int(rng.integers(h // 8, max(h // 4, h // 8 + 1)))
+                rw = int(rng.integers(w // 8, max(w // 4, w // 8 + 1)))
                 y0, x0 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
                 y1, x1 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
                 flat[i, y1:y1 + rh, x1:x1 + rw] = flat[i, y0:y0 + rh, x0:x0 + rw].copy()
