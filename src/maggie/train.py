@@ -83,6 +83,14 @@ def build_dataset(params: dict[str, Any], stage: str):
     return build_train_dataset(params, stage)
 
 
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
 def precision_setup(requested: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use GradScaler)."""
     if requested == "fp32" or (requested == "auto" and device.type != "cuda"):
@@ -155,6 +163,10 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     if tset.batch_size % rt.world_size:
         raise ParamsError(f"train.{stage}.batch_size ({tset.batch_size}) must be divisible by the number of "
                           f"processes ({rt.world_size})")
+    frames = 1 if stage == "image" else section(params, "dataset.train.video").get("clip_length", 3)
+    if tset.batch_size // rt.world_size * frames < 2:
+        raise ParamsError(f"train.{stage}.batch_size ({tset.batch_size}) gives each of the {rt.world_size} "
+                          f"processes fewer than 2 frames; batch norm needs at least 2")
     out_dir = Path(tset.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out_dir)
@@ -174,10 +186,8 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     core = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=tset.lr, betas=tuple(tset.betas),
                                   weight_decay=tset.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=tset.lr, total_steps=max(tset.max_iter, 1),
-        pct_start=min(max(tset.warmup_iters / max(tset.max_iter, 1), 1e-6), 0.99),
-        anneal_strategy="cos", cycle_momentum=False)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: warmup_cosine(i, tset.warmup_iters, tset.max_iter))
     amp_dtype, use_scaler = precision_setup(tset.precision, rt.device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
@@ -193,7 +203,9 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     loader = torch.utils.data.DataLoader(
         StepBatches(dataset, tset.seed, start, tset.max_iter, tset.batch_size, rt.rank, rt.world_size),
         batch_size=tset.batch_size // rt.world_size, shuffle=False, num_workers=tset.num_workers,
-        persistent_workers=False, drop_last=False)
+        persistent_workers=False, drop_last=False,
+        # Its own generator: iterating must not draw from the global RNG that a resume restores.
+        generator=torch.Generator().manual_seed(tset.seed))
     curve = CurveWriter(out_dir / "train_curve.csv", ["step", "lr", "loss", "loss_rec", "loss_lap", "loss_grad",
                                                       "loss_atten", "loss_dtSSD", "loss_temp"], keep=start > 0)
     val_curve = CurveWriter(out_dir / "val_curve.csv", ["step", "MAD", "MSE", "SAD"], keep=start > 0)

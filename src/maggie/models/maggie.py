@@ -54,6 +54,11 @@ class MaGGIe(nn.Module):
             for name, p in module.named_parameters():
                 if p.dim() > 1 and "weight_bar" not in name:
                     nn.init.xavier_uniform_(p)
+        # Training from scratch (no pretrained encoder): with unit LayerNorm gain the OS8 logits
+        # (a 64-d dot product) start at |x| ~ 10, deep in tanh's saturation, and the first steps
+        # push every pixel to alpha 0, where no gradient reaches the foreground any more.  A
+        # 1/sqrt(64) gain starts them at |x| ~ 1.  Initialisation only: loaded weights replace it.
+        nn.init.constant_(self.decoder.refine_OS8.decoder_norm.weight, cfg.final_channel ** -0.5)
 
     @property
     def is_video(self) -> bool:
