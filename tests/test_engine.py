@@ -28,7 +28,8 @@ def test_step_indices_cover_each_epoch_once():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("engine"), {"train": {"image": {"max_iter": 6, "val_iter": 100, "batch_size": 4}}})
+    overrides = {"train": {"image": {"max_iter": 6, "val_iter": 100, "batch_size": 4}}}
+    project = make_project(tmp_path_factory.mktemp("engine"), overrides)
     make_data(project)
     return project
 

@@ -32,9 +32,15 @@ class Stage:
 
 
 def load_stages(root: str | Path = ".") -> list[Stage]:
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError as exc:
+        raise SystemExit(f"{Path(root).resolve()}: not a DVC repository; run from a clone of the project "
+                         "(or 'git init && dvc init' in a copy)") from exc
+    with repo:
         stages = []
         for st in repo.index.stages:
             if not getattr(st, "cmd", None):

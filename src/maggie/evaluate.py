@@ -78,7 +78,7 @@ def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> No
     part = MetricAccumulator(spatial)
     part.update(pred, gt)
     acc.add_state(part.state())
-    for t in range(1, gt.shape[0]):
+    for t in range(1, gt.shape[0] if temporal else 0):
         pair = MetricAccumulator(temporal)
         pair.update(pred[t - 1:t + 1], gt[t - 1:t + 1])
         acc.add_state(pair.state())

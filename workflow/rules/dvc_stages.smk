@@ -35,5 +35,8 @@ for _stage in STAGES:
             resolve_inputs(_stage, STAGES),
         output:
             _outputs(_stage),
+        params:
+            # Bound now: a shell directive would read _stage when the job runs (the loop's last).
+            cmd=_stage.cmd,
         shell:
-            _stage.cmd
+            "{params.cmd}"
