@@ -245,7 +245,8 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
 
         if rt.is_main and (step % tset.log_iter == 0 or step == tset.max_iter):
             row = {"step": step, "lr": f"{scheduler.get_last_lr()[0]:.3e}", "loss": f"{losses_log[-1]:.6f}"}
-            row.update({k: f"{float(v):.6f}" for k, v in losses.items() if k.startswith("loss_") and k in curve.fields})
+            row.update({k: f"{float(v.detach()):.6f}" for k, v in losses.items()
+                        if k.startswith("loss_") and k in curve.fields})
             curve.add(row)
             log.info("step %d/%d loss %.4f lr %s (%.2f s/step)", step, tset.max_iter, losses_log[-1], row["lr"],
                      (time.time() - t0) / max(step - start, 1))

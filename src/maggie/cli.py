@@ -1,0 +1,185 @@
+"""``maggie`` command line: ``maggie predict`` (images, image folders, videos) and ``maggie export``.
+
+    maggie predict photo.jpg --masks photo_masks/ --out results/
+    maggie predict clip.mp4 --masks clip_masks/ --out results/ --outputs alpha,composite,alpha_video
+    maggie export --onnx maggie.onnx --weights models/image/best.safetensors
+
+Every bad input ends with one line naming the file and the problem, exit code 2, and no
+output: results are staged in a hidden sibling folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.layout import DataError, read_rgb
+from .io_utils import replace_dir
+from .models import WeightsError
+from .predict_io import (
+    InputError,
+    VideoInput,
+    find_mask,
+    frame_mask_sources,
+    image_files,
+    is_video,
+    union_names,
+)
+from .predict_out import DEFAULT_KINDS, KINDS, OutputWriter, parse_background, parse_kinds
+
+log = logging.getLogger("maggie")
+
+
+def _predictor(args: argparse.Namespace):
+    from .predictor import Predictor
+
+    return Predictor(args.weights, short_size=args.short_size, device=args.device, precision=args.precision,
+                     models_dir=args.models_dir)
+
+
+def predict_images(args, stage: Path, kinds) -> int:
+    inp, masks = Path(args.input), Path(args.masks)
+    single = inp.is_file()
+    files = [inp] if single else image_files(inp)
+    if not files:
+        raise InputError(f"{inp}: no images (.jpg, .jpeg, .png)")
+    plan = [(f, find_mask(masks, f.stem, single=single)) for f in files]  # every mask checked before any work
+    predictor = _predictor(args)
+    writer = OutputWriter(stage, kinds, args.background)
+    for f, src in tqdm(plan, desc="predict", unit="img", disable=len(plan) == 1):
+        rgb = read_rgb(f)
+        names = src.instance_names()
+        alphas = predictor.image(rgb, src.read(names, rgb.shape[:2]))
+        writer.image(f.stem, rgb, alphas, names)
+    writer.close()
+    return len(plan)
+
+
+def chunked(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Decode ``size`` frames at a time (a read-ahead buffer); results do not depend on it."""
+    buf: list[np.ndarray] = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) >= size:
+            yield from buf
+            buf = []
+    yield from buf
+
+
+def predict_video(args, stage: Path, kinds) -> int:
+    video = VideoInput(Path(args.input))
+    sources = frame_mask_sources(Path(args.masks), video.count, video.stems)
+    names = union_names(sources)
+    if not names:
+        raise InputError(f"{args.masks}: no person in any frame's masks")
+    stems = video.stems or [f"{i:05d}" for i in range(video.count)]
+    if "composite" in kinds:
+        parse_background(args.background, video.shape)  # a bad --background fails before any work
+    predictor = _predictor(args)
+    writer = OutputWriter(stage, kinds, args.background, fps=video.fps)
+
+    queued: deque[np.ndarray] = deque()  # frames waiting for their matte (a clip's worth at most)
+
+    def stream():
+        for i, frame in enumerate(chunked(video.frames(), args.chunk)):
+            if i >= len(sources):
+                raise InputError(f"{args.input}: more frames than the {len(sources)} mask entries in {args.masks}")
+            queued.append(frame)
+            yield frame, sources[i].read(names, frame.shape[:2])
+
+    count = 0
+    for alphas in tqdm(predictor.video(stream()), total=video.count, desc="predict", unit="frame"):
+        writer.frame(stems[count], queued.popleft(), alphas, names)
+        count += 1
+    writer.close()
+    if count != len(sources):
+        raise InputError(f"{args.input}: {count} frames decoded but {len(sources)} mask entries in {args.masks}")
+    return count
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    inp = Path(args.input)
+    if not inp.exists():
+        raise InputError(f"{inp}: no such file or folder")
+    if not Path(args.masks).exists():
+        raise InputError(f"{args.masks}: no such mask file or folder")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    kinds = parse_kinds(args.outputs)
+    as_video = is_video(inp) or (args.video and inp.is_dir())
+    if "alpha_video" in kinds and not as_video:
+        raise InputError(f"{inp}: alpha_video output needs a video input")
+    stage = out.with_name(f".{out.name}.partial{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        n = predict_video(args, stage, kinds) if as_video else predict_images(args, stage, kinds)
+        replace_dir(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    print(f"maggie: wrote {', '.join(kinds)} for {n} {'frames' if as_video else 'images'} to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    export_onnx(args.weights, args.onnx, models_dir=args.models_dir, opset=args.opset)
+    print(f"maggie: wrote {args.onnx}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="maggie", description="Mask-guided human instance matting (MaGGIe).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="mattes for an image, a folder of images or a video")
+    p.add_argument("input", help="image file, folder of images, or video file (mp4/mov/avi ...)")
+    p.add_argument("--masks", required=True, help="per-instance PNG folders (<image>/00.png ...) or ID maps "
+                                                  "(<image>.png, 0 = background, k = person k)")
+    p.add_argument("--out", required=True, help="output folder (replaced only with --overwrite)")
+    p.add_argument("--weights", default=None, help="checkpoint file, official safetensors or hub id "
+                                                   "(default: newest trained under --models-dir)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--outputs", default=",".join(DEFAULT_KINDS), help=f"comma list of {', '.join(KINDS)}")
+    p.add_argument("--background", default="#00ff00", help="composite background: #RRGGBB, R,G,B or an image")
+    p.add_argument("--short-size", type=int, default=576, help="inference short side (padded to a multiple of 32)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--video", action="store_true", help="treat a folder of images as the frames of one video")
+    p.add_argument("--chunk", type=int, default=8, help="video frames decoded ahead at a time")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    e = sub.add_parser("export", help="export the image network (dense refinement) to ONNX")
+    e.add_argument("--onnx", required=True, help="output .onnx file")
+    e.add_argument("--weights", default=None, help="as for predict")
+    e.add_argument("--models-dir", default="models")
+    e.add_argument("--opset", type=int, default=17)
+    e.set_defaults(func=cmd_export)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "chunk", 1) < 1:
+        print("maggie: error: --chunk must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (DataError, WeightsError, ValueError, OSError) as exc:
+        print(f"maggie: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
