@@ -1,7 +1,10 @@
 """The ``pull`` stage: make or fetch the raw data named by ``data.source`` in params.yaml.
 
 ``procedural`` (default, offline) builds the asset bank in ``<data.root>/raw``;
-``local`` takes the published datasets from a folder (``data.local.path``).  Everything is
+``local`` takes the published datasets from a folder (``data.local.path``); ``hf`` and ``s3``
+download the published archives (split zips joined) and extract them.  Pulled datasets land in
+``<data.root>/raw/<name>`` (this stage's output); the synthesis stages check their layout and
+place them at ``<data.root>/<name>``.  Everything is
 built in a temporary folder next to the target and renamed into place when complete.
 """
 
@@ -46,20 +49,42 @@ def pull_local(data: dict[str, Any]) -> Path:
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"{src}: data.local.path is not a folder")
-    root = Path(data["root"])
-    root.mkdir(parents=True, exist_ok=True)
+    raw = Path(data["root"]) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
     found = [d for d in DATASETS if (src / d).is_dir()]
     if not found:
         raise DataError(f"{src}: none of {', '.join(DATASETS)} found here")
     for name in found:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=raw))
         shutil.rmtree(tmp)
         shutil.copytree(src / name, tmp)
-        replace_dir(tmp, root / name)
+        replace_dir(tmp, raw / name)
         log.info("copied %s", name)
-    raw = root / "raw"
-    raw.mkdir(exist_ok=True)
     write_json(raw / "manifest.json", {"source": "local", "path": str(src), "datasets": found})
+    return raw
+
+
+def pull_remote(data: dict[str, Any], source: str) -> Path:
+    """Download the published archives (kept in ``<root>/downloads`` so a rerun resumes), then
+    extract each dataset to ``<root>/<name>`` through a temporary folder."""
+    from .archives import extract_zip
+    from .remote import fetch_hf, fetch_s3
+
+    cfg = data.get(source) or {}
+    datasets = list(cfg.get("datasets") or DATASETS)
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise ParamsError(f"data.{source}.datasets: unknown {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    root = Path(data["root"])
+    downloads = root / "downloads"
+    archives = (fetch_hf if source == "hf" else fetch_s3)(cfg, datasets, downloads)
+    for name, archive in archives.items():
+        log.info("extracting %s", archive)
+        extract_zip(archive, root / "raw" / name)
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    write_json(raw / "manifest.json", {"source": source, "datasets": datasets,
+                                       **{k: v for k, v in cfg.items() if k != "datasets"}})
     return raw
 
 
@@ -71,13 +96,14 @@ def pull(params: dict[str, Any]) -> Path:
     if source == "local":
         return pull_local(data)
     if source in ("hf", "s3"):
-        raise ParamsError(f"data.source '{source}' is not available in this version; download the published "
-                          "datasets yourself and use data.source: local with data.local.path")
+        return pull_remote(data, source)
     raise ParamsError(f"data.source must be procedural, hf, s3 or local, got {source!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -207,7 +209,7 @@ def synthesize(kind: str, data: dict, out: Path | None = None) -> Path:
     root = Path(data["root"])
     out = Path(out) if out else root / DATASET_DIRS[kind]
     if data["source"] != "procedural":
-        return check_pulled(kind, out, data["source"])
+        return check_pulled(kind, root / "raw" / DATASET_DIRS[kind], out, data["source"])
     raw = root / "raw"
     bank = AssetBank(raw)  # fails early with a clear message when the bank is missing
     data = {**data, "_raw": str(raw)}
@@ -234,12 +236,26 @@ def synthesize(kind: str, data: dict, out: Path | None = None) -> Path:
     return out
 
 
-def check_pulled(kind: str, folder: Path, source: str) -> Path:
-    """Non-procedural source: the dataset came from the pull stage; verify its layout, add a contact sheet."""
-    summary = verify_layout(kind, folder)
+def check_pulled(kind: str, pulled: Path, folder: Path, source: str) -> Path:
+    """Non-procedural source: the pull stage left the dataset in ``raw/<name>``; verify its layout
+    and place it at ``folder`` (hard links where the file system allows, else copies), atomically."""
+    if not pulled.is_dir():
+        raise FileNotFoundError(f"{pulled}: not pulled; data.source is {source!r}, run the pull stage first "
+                                f"(or list {DATASET_DIRS[kind]} in data.{source}.datasets)")
+    summary = verify_layout(kind, pulled)
+    with atomic_output_dir(folder) as tmp:
+        shutil.rmtree(tmp)
+        shutil.copytree(pulled, tmp, copy_function=_link_or_copy)
+        write_contact_sheet(kind, tmp, tmp / "contact_sheet.png")
     log.info("%s (source %s): %s is in the published layout: %s", kind, source, folder, summary)
-    write_contact_sheet(kind, folder)
     return folder
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def main(argv: list[str] | None = None) -> int:
