@@ -1,7 +1,8 @@
-"""``maggie`` command line: ``maggie predict`` for images, image folders and videos.
+"""``maggie`` command line: ``maggie predict`` (images, image folders, videos) and ``maggie export``.
 
     maggie predict photo.jpg --masks photo_masks/ --out results/
     maggie predict clip.mp4 --masks clip_masks/ --out results/ --outputs alpha,composite,alpha_video
+    maggie export --onnx maggie.onnx --weights models/image/best.safetensors
 
 Every bad input ends with one line naming the file and the problem, exit code 2, and no
 output: results are staged in a hidden sibling folder and renamed into place at the end.
@@ -130,6 +131,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    export_onnx(args.weights, args.onnx, models_dir=args.models_dir, opset=args.opset)
+    print(f"maggie: wrote {args.onnx}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maggie", description="Mask-guided human instance matting (MaGGIe).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=8, help="video frames decoded ahead at a time")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)
+    e = sub.add_parser("export", help="export the image network (dense refinement) to ONNX")
+    e.add_argument("--onnx", required=True, help="output .onnx file")
+    e.add_argument("--weights", default=None, help="as for predict (image weights)")
+    e.add_argument("--models-dir", default="models")
+    e.add_argument("--opset", type=int, default=17)
+    e.set_defaults(func=cmd_export)
     return ap
 
 
