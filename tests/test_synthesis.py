@@ -386,19 +386,21 @@ def test_output_replaced_atomically(tmp_path, built, monkeypatch):
     assert sorted(os.listdir(root)) == ["I-HIM50K", "raw"]
 
 
-def test_pulled_source_is_only_checked(tmp_path, built):
+def test_pulled_source_is_checked_and_placed(tmp_path, built):
     root = tmp_path / "pulled"
-    shutil.copytree(built / "V-HIM60", root / "V-HIM60")
-    (root / "V-HIM60" / "contact_sheet.png").unlink()
-    before = tree_digest(root / "V-HIM60")
+    pulled = root / "raw" / "V-HIM60"  # where the pull stage leaves it
+    shutil.copytree(built / "V-HIM60", pulled)
+    (pulled / "contact_sheet.png").unlink()
+    before = tree_digest(pulled)
     data = {**tiny_data(root), "source": "local"}
     synthesize("video_test", data)
-    after = tree_digest(root / "V-HIM60")
-    assert set(after) - set(before) == {"contact_sheet.png"} and all(after[k] == v for k, v in before.items())
-    shutil.rmtree(next((root / "V-HIM60" / "comp_hard" / "xmem").iterdir()))
+    assert tree_digest(pulled) == before, "the pull stage's output is left as it was"
+    placed = tree_digest(root / "V-HIM60")
+    assert set(placed) - set(before) == {"contact_sheet.png"} and all(placed[k] == v for k, v in before.items())
+    shutil.rmtree(next((pulled / "comp_hard" / "xmem").iterdir()))
     with pytest.raises(LayoutError, match="xmem"):
         synthesize("video_test", data)
-    with pytest.raises(LayoutError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="not pulled"):
         synthesize("image_train", data)
 
 
