@@ -110,3 +110,16 @@ def test_unknown_policy_and_missing_layout(tmp_path):
         ImageTrainDataset(image_layout(tmp_path / "I"), cfg(on_bad_sample="ignore"))
     with pytest.raises(DataError, match="I-HIM50K layout"):
         ImageTrainDataset(tmp_path / "nothing", cfg())
+
+
+def test_video_guidance_dropout_cuts_rectangles():
+    from maggie.data.transforms import mask_dropout
+
+    masks = np.zeros((3, 3, 96, 96), np.uint8)
+    masks[:, :, 10:80, 20:70] = 1
+    changed = 0
+    for seed in range(20):
+        out = mask_dropout(masks, np.random.default_rng(seed))
+        assert out.shape == masks.shape and (out <= masks).all(), "dropout only removes guidance"
+        changed += int((out != masks).any())
+    assert 0 < changed < 20, "about half the clips lose a few rectangles"

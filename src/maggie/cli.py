@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import sys
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,18 +86,16 @@ def predict_video(args, stage: Path, kinds) -> int:
     predictor = _predictor(args)
     writer = OutputWriter(stage, kinds, args.background, fps=video.fps)
 
-    queued: deque[np.ndarray] = deque()  # frames waiting for their matte (a clip's worth at most)
-
     def stream():
         for i, frame in enumerate(chunked(video.frames(), args.chunk)):
             if i >= len(sources):
                 raise InputError(f"{args.input}: more frames than the {len(sources)} mask entries in {args.masks}")
-            queued.append(frame)
             yield frame, sources[i].read(names, frame.shape[:2])
 
     count = 0
-    for alphas in tqdm(predictor.video(stream()), total=video.count, desc="predict", unit="frame"):
-        writer.frame(stems[count], queued.popleft(), alphas, names)
+    for frame, _, alphas in tqdm(predictor.video_with_inputs(stream()), total=video.count, desc="predict",
+                                 unit="frame"):
+        writer.frame(stems[count], frame, alphas, names)
         count += 1
     writer.close()
     if count != len(sources):

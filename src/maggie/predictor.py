@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -76,12 +77,18 @@ class Predictor:
 
     def video(self, frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         """Stream of (RGB frame, masks ``[N, H, W]``) -> stream of mattes ``[N, H, W]``, one per frame."""
+        for _, _, alphas in self.video_with_inputs(frames):
+            yield alphas
+
+    def video_with_inputs(self, frames: Iterable[tuple[np.ndarray, np.ndarray]]
+                          ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """As ``video`` but yields (frame, masks, mattes): inputs are held only until their matte is out."""
         count, t0 = 0, time.time()
-        pending: list[np.ndarray] = []
+        waiting: deque[tuple[np.ndarray, np.ndarray]] = deque()  # a clip's worth at most
 
         def remember(stream):
             for frame, masks in stream:
-                pending.append(masks)
+                waiting.append((frame, masks))
                 yield frame, masks
 
         with self._autocast():
@@ -90,11 +97,12 @@ class Predictor:
             else:
                 outs = (self.image(f, m) for f, m in remember(frames))
             for pred in outs:
-                yield zero_empty(pred, pending.pop(0))
+                frame, masks = waiting.popleft()
+                yield frame, masks, zero_empty(pred, masks)
                 count += 1
         if count:
-            log.info("%d frames in %.1f s (%.2f frames/s)", count, time.time() - t0, count / max(time.time() - t0,
-                                                                                               1e-9))
+            seconds = max(time.time() - t0, 1e-9)
+            log.info("%d frames in %.1f s (%.2f frames/s)", count, seconds, count / seconds)
 
 
 def zero_empty(pred: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -138,11 +138,11 @@ def mask_dropout(masks: np.ndarray, rng: Rng) -> np.ndarray:
         return masks
     for i in rng.choice(flat.shape[0], int(rng.integers(1, flat.shape[0] // 2)), replace=False):
         ys, xs = np.nonzero(flat[i])
-        if len(ys) == 0 or ys.ptp() < 16 or xs.ptp() < 16:
+        if len(ys) == 0 or np.ptp(ys) < 16 or np.ptp(xs) < 16:
             continue
         k = int(rng.integers(len(ys)))
-        rh = int(rng.integers(ys.ptp() // 16, ys.ptp() // 8 + 1))
-        rw = int(rng.integers(xs.ptp() // 16, xs.ptp() // 8 + 1))
+        rh = int(rng.integers(np.ptp(ys) // 16, np.ptp(ys) // 8 + 1))
+        rw = int(rng.integers(np.ptp(xs) // 16, np.ptp(xs) // 8 + 1))
         flat[i, ys[k]:ys[k] + rh, xs[k]:xs[k] + rw] = 0
     return flat.reshape(masks.shape)
 
