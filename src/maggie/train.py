@@ -69,6 +69,12 @@ def run_fingerprint(params: dict[str, Any], stage: str) -> str:
     import json
 
     relevant = {k: params.get(k) for k in ("seed", "data", "dataset", "model")}
+    # The code too: after a change to the network, losses or loaders a rerun starts afresh
+    # instead of "resuming" a finished run of other code.
+    src = Path(__file__).resolve().parent
+    code = sorted([*src.glob("models/*.py"), src / "train.py", src / "objective.py", src / "data" / "datasets.py",
+                   src / "data" / "transforms.py"])
+    relevant["code"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in code}
     relevant["train"] = {k: v for k, v in section(params, f"train.{stage}").items() if k not in ("device",)}
     if relevant["train"].get("init") == "image":
         init = Path(section(params, "train.image")["out_dir"]) / "best.safetensors"
