@@ -1,0 +1,64 @@
+"""Differences between our network and the authors' code on their parity fixtures, as figures.
+
+    python -m maggie.parity_report [--fixtures ../shared/parity] [--out benchmarks/parity.json]
+
+The tests assert the tolerance; this prints the actual mean / max absolute differences and
+the share of values off by more than 1e-2, per output, for both refinement paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .io_utils import write_json
+from .models import load_model
+
+OUTPUTS = {"alpha": "out_refined_masks", "alpha_os8": "out_alpha_os8", "alpha_os4": "out_alpha_os4",
+           "alpha_os1": "out_alpha_os1", "detail_mask": "out_detail_mask"}
+VIDEO_OUTPUTS = {"temp_alpha": "out_temp_alpha", "diff_forward": "out_diff_pred_forward",
+                 "diff_backward": "out_diff_pred_backward"}
+
+
+def report(fixtures: Path) -> dict:
+    image_sd = load_file(str(fixtures / "maggie_image_weights.safetensors"))
+    video_sd = {**image_sd, **load_file(str(fixtures / "maggie_video_extra_weights.safetensors"))}
+    cases = {"image": (image_sd, "image_3inst.npz", OUTPUTS),
+             "video": (video_sd, "video_2inst_3f.npz", {**OUTPUTS, **VIDEO_OUTPUTS})}
+    out: dict = {}
+    for kind, (sd, case_file, pairs) in cases.items():
+        case = np.load(fixtures / case_file)
+        for mode in ("sparse", "dense"):
+            model = load_model(sd, refine_mode=mode)
+            with torch.no_grad():
+                pred = model(torch.from_numpy(case["image"]), torch.from_numpy(case["mask"]))
+            for ours, ref in pairs.items():
+                d = np.abs(pred[ours].numpy() - case[ref])
+                out[f"{kind}/{mode}/{ours}"] = {"mean_abs": float(d.mean()), "max_abs": float(d.max()),
+                                                "share_over_1e-2": float((d > 1e-2).mean())}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fixtures", default="../shared/parity")
+    ap.add_argument("--out", default="benchmarks/parity.json")
+    args = ap.parse_args(argv)
+    fixtures = Path(args.fixtures)
+    if not (fixtures / "image_3inst.npz").exists():
+        print(f"maggie.parity_report: error: {fixtures}: no parity fixtures here", file=sys.stderr)
+        return 2
+    rows = report(fixtures)
+    for name, r in rows.items():
+        print(f"{name:32s} mean {r['mean_abs']:.2e}  max {r['max_abs']:.2e}  >1e-2 {r['share_over_1e-2']:.4%}")
+    write_json(args.out, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
