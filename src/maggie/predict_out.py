@@ -91,13 +91,20 @@ class OutputWriter:
             self.background = parse_background(self.background_spec, shape)
         return self.background
 
-    def image(self, stem: str, rgb: np.ndarray, alphas: np.ndarray, names: list[str]) -> None:
+    def _instance_pngs(self, stem: str, rgb: np.ndarray, alphas: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Per-person alpha and RGBA PNGs (the published layout); returns the uint8 mattes."""
+        mattes = []
         for i, name in enumerate(names):
             a8 = to_uint8(alphas[i])
             if "alpha" in self.kinds:
                 _png(self.root / "alpha" / stem / f"{name}.png", a8)
             if "rgba" in self.kinds:
                 _png(self.root / "rgba" / stem / f"{name}.png", np.dstack([rgb, a8]))
+            mattes.append(a8)
+        return mattes
+
+    def image(self, stem: str, rgb: np.ndarray, alphas: np.ndarray, names: list[str]) -> None:
+        self._instance_pngs(stem, rgb, alphas, names)
         if "overlay" in self.kinds:
             _png(self.root / "overlay" / f"{stem}.png", overlay(rgb, alphas))
         if "composite" in self.kinds:
@@ -105,13 +112,9 @@ class OutputWriter:
 
     def frame(self, stem: str, rgb: np.ndarray, alphas: np.ndarray, names: list[str]) -> None:
         shape = rgb.shape[:2]
-        for i, name in enumerate(names):
-            a8 = to_uint8(alphas[i])
-            if "alpha" in self.kinds:
-                _png(self.root / "alpha" / stem / f"{name}.png", a8)
-            if "rgba" in self.kinds:
-                _png(self.root / "rgba" / stem / f"{name}.png", np.dstack([rgb, a8]))
-            if "alpha_video" in self.kinds:
+        mattes = self._instance_pngs(stem, rgb, alphas, names)
+        if "alpha_video" in self.kinds:
+            for name, a8 in zip(names, mattes, strict=True):
                 self._sink(f"alpha_videos/{name}.mp4", shape, colour=False).write(a8)
         if "overlay" in self.kinds:
             self._sink("overlay.mp4", shape).write(overlay(rgb, alphas))
