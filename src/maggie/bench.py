@@ -81,7 +81,7 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io_utils import write_png
+    from .io_utils import write_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
     keys = sorted({(r["height"], r["width"], r["mode"], r["detail_fraction"]) for r in results})
@@ -96,11 +96,7 @@ def plot(results: list[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("instances")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    write_png(path, rgba)
+    write_figure(path, fig)
 
 
 def main(argv: list[str] | None = None) -> int:

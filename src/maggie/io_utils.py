@@ -49,6 +49,17 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+def write_figure(path: str | os.PathLike, fig) -> None:
+    """Render a matplotlib figure to an RGB PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    write_png(path, rgba)
+
+
 def replace_dir(tmp_dir: Path, target: Path) -> None:
     """Move a completely written folder onto ``target`` (the old one is removed only afterwards)."""
     old = None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .io_utils import write_json, write_png, write_text
+from .io_utils import write_figure, write_json, write_png, write_text
 from .params import ParamsError, load_params, section
 
 log = logging.getLogger("maggie.report")
@@ -102,11 +102,7 @@ def bar_plot(path: Path, labels: list[str], series: dict[str, list[float]], titl
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    write_png(path, rgba)
+    write_figure(path, fig)
 
 
 def curve_plot(path: Path, curves: dict[str, Path]) -> None:
@@ -129,11 +125,7 @@ def curve_plot(path: Path, curves: dict[str, Path]) -> None:
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    write_png(path, rgba)
+    write_figure(path, fig)
 
 
 def preview_grid(out_dir: Path, report_dir: Path) -> None:
