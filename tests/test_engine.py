@@ -79,3 +79,34 @@ def test_resume_after_kill_gives_the_same_losses(tiny, tmp_path):
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in reference:
         assert resumed[step] == pytest.approx(reference[step], rel=0, abs=1e-6), step
+
+
+def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
+    from safetensors.torch import load_file
+    from test_pretrained_encoder import gca_checkpoint
+
+    from maggie.params import load_params
+    from maggie.preset import deep_merge
+
+    ckpt = gca_checkpoint(tmp_path / "gca.pth")
+    params = deep_merge(load_params(tiny / "params.yaml"),
+                        {"model": {"image": {"encoder_args": {"pretrained": str(tmp_path / "gca.pth")}}}})
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    out = tmp_path / "pre"
+    res = run([sys.executable, "-m", "maggie.train", "--stage", "image", "--params", str(tmp_path / "params.yaml"),
+               "--max-iter", "1", "--out-dir", str(out)], tiny)
+    assert "encoder initialised from" in res.stderr
+    weights = load_file(str(out / "best.safetensors"))
+    # Batch-norm running statistics move by one momentum step, the weights by at most ~lr.
+    key = "encoder.layer2.1.conv2.module.weight_bar"
+    assert torch.allclose(weights[key], ckpt["layer2.1.conv2.module.weight_bar"], atol=1e-3)
+
+    gca_checkpoint(tmp_path / "bad.pth", drop="layer1.0.bn1.weight")
+    params["model"]["image"]["encoder_args"]["pretrained"] = str(tmp_path / "bad.pth")
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    bad = subprocess.run([sys.executable, "-m", "maggie.train", "--stage", "image", "--params",
+                          str(tmp_path / "params.yaml"), "--max-iter", "1", "--out-dir", str(tmp_path / "bad")],
+                         cwd=tiny, env=env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("maggie.train: error: ")
+    assert "layer1.0.bn1.weight" in bad.stderr and "Traceback" not in bad.stderr

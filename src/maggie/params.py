@@ -69,6 +69,15 @@ class ModelSettings(LossWeights):
     max_inst: int = 10
     warmup_detail_iter: int = 3000
     refine_mode: str = "sparse"
+    # As the reference's ``model.encoder_args``; ``pretrained``: false, true (the reference's
+    # pretrain/model_best_resnet34_En_nomixup.pth) or the path of GCA-Matting's encoder checkpoint.
+    encoder_args: dict[str, Any] = field(default_factory=lambda: {"pretrained": False})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.encoder_args) - {"pretrained"})
+        if unknown:
+            raise ParamsError(f"params.yaml: unknown keys in 'model.*.encoder_args': {', '.join(unknown)} "
+                              "(the encoder's shape is fixed by the architecture; only 'pretrained' is read)")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from . import dist
 from .checkpointing import init_weights, load_training_state, remove_stale_tmp, save_training_state
 from .io_utils import write_json, write_text
 from .models import DecoderState, MaGGIe, MaggieConfig, save_weights
+from .models.pretrained_encoder import load_pretrained_encoder, resolve_pretrained
 from .objective import training_loss
 from .params import ParamsError, load_params, section, stage_settings
 
@@ -182,6 +183,9 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     dataset = build_dataset(params, stage)
     model = MaGGIe(MaggieConfig(arch=mset.arch, max_inst=mset.max_inst, warmup_detail_iter=mset.warmup_detail_iter,
                                 refine_mode=mset.refine_mode))
+    pretrained = resolve_pretrained((mset.encoder_args or {}).get("pretrained"))
+    if pretrained is not None:
+        load_pretrained_encoder(model.encoder, pretrained)
     if tset.init:
         source = str(Path(section(params, "train.image")["out_dir"]) / "best.safetensors") \
             if tset.init == "image" else tset.init
