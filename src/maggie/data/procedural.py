@@ -222,3 +222,36 @@ class AssetBank:
     @functools.lru_cache(maxsize=256)  # noqa: B019
     def background(self, ident: str) -> np.ndarray:
         return read_rgb(self.root / "bg" / f"{ident}.jpg")
+
+    def background_frame(self, ident: str, frame: int) -> np.ndarray:
+        """Backgrounds are stills; the video camera pans over them."""
+        return self.background(ident)
+
+    def aspect(self, ident: str) -> float:
+        return float(self.manifest.get("aspect", {}).get(ident, 0.5))
+
+    def clip_length(self, ident: str) -> int | None:
+        """Figures are animated by rendering, so any number of frames is available."""
+        return None
+
+    def figure_frame(self, ident: str, height: float, frame: int, fps: float, window: tuple[int, int] = (0, 1)
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
+        """The figure rendered ``height`` px tall at time ``frame / fps``: (rgb, alpha, anchor, scale 1)."""
+        fig = render_figure(self.figure(ident)[2]["spec"], height, frame / fps)
+        return fig.rgb, fig.alpha, fig.anchor, 1.0
+
+
+def open_bank(raw_dir: str | Path):
+    """The asset bank in ``raw_dir``, procedural or real sources, by its manifest's generator."""
+    path = Path(raw_dir) / "manifest.json"
+    if not path.is_file():
+        raise BankError(f"{path}: asset bank not found; run the pull stage first")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BankError(f"{path}: not an asset-bank manifest ({exc})") from exc
+    if manifest.get("generator") == "maggie.data.real_sources":
+        from .real_sources import RealAssetBank
+
+        return RealAssetBank(raw_dir, manifest)
+    return AssetBank(raw_dir)

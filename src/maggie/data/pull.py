@@ -1,6 +1,7 @@
 """The ``pull`` stage: make or fetch the raw data named by ``data.source`` in params.yaml.
 
-``procedural`` (default, offline) builds the asset bank in ``<data.root>/raw``;
+``procedural`` (default, offline) builds the asset bank in ``<data.root>/raw``; ``real`` fetches the
+published split lists and indexes the real foreground/background sources there (``data.real``);
 ``local`` takes the published datasets from a folder (``data.local.path``); ``hf`` and ``s3``
 download the published archives (split zips joined) and extract them.  Pulled datasets land in
 ``<data.root>/raw/<name>`` (this stage's output); the synthesis stages check their layout and
@@ -64,6 +65,28 @@ def pull_local(data: dict[str, Any]) -> Path:
     return raw
 
 
+def pull_real(data: dict[str, Any]) -> Path:
+    """Fetch the split lists and index the real foreground/background sources into ``<root>/raw``."""
+    from .real_sources import index_real_sources
+    from .source_lists import fetch_lists
+
+    real = data.get("real") or {}
+    root = Path(data["root"])
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".raw.", dir=root))
+    try:
+        if real.get("lists"):
+            fetch_lists(real["lists"], tmp / "lists")
+        manifest = index_real_sources(real, tmp / "lists")
+        write_json(tmp / "manifest.json", manifest)
+        replace_dir(tmp, root / "raw")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    counts = {pool: len(ids) for pool, ids in manifest["figures"].items()}
+    log.info("real sources indexed: foregrounds per pool %s", counts)
+    return root / "raw"
+
+
 def pull_remote(data: dict[str, Any], source: str) -> Path:
     """Download the published archives (kept in ``<root>/downloads`` so a rerun resumes), then
     extract each dataset to ``<root>/<name>`` through a temporary folder."""
@@ -95,9 +118,11 @@ def pull(params: dict[str, Any]) -> Path:
         return pull_procedural(data)
     if source == "local":
         return pull_local(data)
+    if source == "real":
+        return pull_real(data)
     if source in ("hf", "s3"):
         return pull_remote(data, source)
-    raise ParamsError(f"data.source must be procedural, hf, s3 or local, got {source!r}")
+    raise ParamsError(f"data.source must be procedural, real, hf, s3 or local, got {source!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import numpy as np
 
 from .backgrounds import camera_frame, camera_path, random_crop
 from .composite import Layer, composite_placed, place_layer
-from .figure_render import render_figure
 from .fsutil import to_uint8
 from .procedural import AssetBank
 
@@ -138,9 +137,8 @@ def _plan_tracks(
     count = int(rng.integers(int(cfg["instances"][0]), int(cfg["instances"][1]) + 1))
     chosen = rng.choice(len(fg_ids), count, replace=count > len(fg_ids))
     ids = [fg_ids[int(i)] for i in chosen]
-    aspect = bank.manifest.get("aspect", {})
     heights = np.array([_draw(rng, cfg["height_range"]) * H for _ in ids])
-    widths = np.array([aspect.get(i, 0.5) for i in ids]) * heights
+    widths = np.array([bank.aspect(i) for i in ids]) * heights
     spacing = [_draw(rng, cfg["spacing"]) for _ in range(count - 1)]
     centres = np.concatenate(
         [[0.0], np.cumsum([s * (widths[k] + widths[k + 1]) / 2 for k, s in enumerate(spacing)])]
@@ -172,6 +170,9 @@ def _plan_tracks(
                 "depth": int(depth[k]),
             }
         )
+        length = bank.clip_length(ident)
+        if length is not None:  # a filmed clip: a random window of it (played back and forth if short)
+            tracks[-1]["window"] = (int(rng.integers(0, max(1, length - frames + 1))), int(min(frames, length)))
     if count > 1 and rng.random() < cfg["cross_prob"]:  # two neighbours walk past each other
         k = int(rng.integers(count - 1))
         gap = tracks[k + 1]["x"] - tracks[k]["x"]
@@ -203,21 +204,20 @@ def _render_video(
     H, W = int(round(shape[0] * scale)), int(round(shape[1] * scale))
     order = sorted(range(len(tracks)), key=lambda k: tracks[k]["depth"])
     images, visible, own = [], [], []
-    specs = [bank.figure(t["id"])[2]["spec"] for t in tracks]
     for f in range(frames):
         premults, alphas = [], []
         pan = (camera[f, 0] - camera[0, 0]) / camera[f, 2]
-        for track, spec in zip(tracks, specs, strict=True):
+        for track in tracks:
             height = track["height"] * (1.0 + track["growth"] * f / max(1, frames - 1)) * scale
-            fig = render_figure(spec, max(8.0, height), f / fps)
+            rgb, alpha, anchor, layer_scale = bank.figure_frame(
+                track["id"], max(8.0, height), f, fps, tuple(track.get("window", (0, frames)))
+            )
             x = (track["x"] + track["vx"] * f - pan) * scale
             y = (track["ground"] + track["bob"] * math.sin(track["phase"] + f)) * scale
-            premult, alpha = place_layer(
-                Layer(fig.rgb, fig.alpha, (x, y), 1.0, fig.anchor, track["flip"]), (H, W)
-            )
+            premult, alpha = place_layer(Layer(rgb, alpha, (x, y), layer_scale, anchor, track["flip"]), (H, W))
             premults.append(premult)
             alphas.append(alpha)
-        bg = camera_frame(background, camera[f] * np.array([1, 1, 1.0 / scale]), (H, W))
+        bg = camera_frame(background[f], camera[f] * np.array([1, 1, 1.0 / scale]), (H, W))
         result = composite_placed(bg.astype(np.float32) / 255.0, premults, alphas, order)
         images.append(result.image)
         visible.append(result.alphas)
@@ -250,8 +250,9 @@ def video_scene(
     cfg = merged(LEVEL_DEFAULTS, cfg, "video level")
     H, W = (int(v) for v in size)
     fg_ids, bg_ids = bank.figures(fg_pool), bank.backgrounds(bg_pool)
-    background = bank.background(str(rng.choice(bg_ids)))
-    camera = camera_path(rng, background.shape[:2], (H, W), frames, pan)
+    bg_id = str(rng.choice(bg_ids))
+    background = [bank.background_frame(bg_id, f) for f in range(frames)]  # a still, or a filmed background
+    camera = camera_path(rng, background[0].shape[:2], (H, W), frames, pan)
     lo, hi = (float(v) for v in cfg["occlusion"])
     best, best_gap = None, math.inf
     for attempt in range(int(cfg["tries"])):

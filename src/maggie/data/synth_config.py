@@ -15,7 +15,7 @@ from .mask_sources import DEFAULT_MASK_SOURCES, DEFAULT_TRACKER, validate_recipe
 from .procedural import resolve_bank_config
 from .scenes import IMAGE_DEFAULTS, LEVEL_DEFAULTS
 
-SOURCES = ("procedural", "hf", "s3", "local")
+SOURCES = ("procedural", "real", "hf", "s3", "local")
 LEVELS = {
     "comp_easy": {"instances": [2, 3], "occlusion": [0.0, 0.01], "spacing": [1.15, 1.5]},
     "comp_medium": {
@@ -76,7 +76,7 @@ DATA_DEFAULTS: dict = {
     },
 }
 # Keys other stages own (the pull stage's download settings, the bank is checked by procedural.py).
-FOREIGN_KEYS = ("hf", "s3", "local", "bank")
+FOREIGN_KEYS = ("hf", "s3", "local", "bank", "real")
 
 
 class ParamsError(ValueError):
