@@ -27,7 +27,7 @@ def test_dvc_resolves_the_expected_stages(stages):
     splits = params["test"]["video"]["splits"]
     names = {s.name for s in stages}
     expected = {"pull", "synth_image_train", "synth_image_test", "synth_video_train", "synth_video_test",
-                "train_image", "train_video", "report"}
+                "train_image", "train_video", "qualitative", "report"}
     expected |= {f"evaluate_image@{a}-{b}" for a in subsets for b in sources}
     expected |= {f"evaluate_video@{s}" for s in splits}
     assert names == expected
@@ -35,6 +35,14 @@ def test_dvc_resolves_the_expected_stages(stages):
     ev = next(s for s in stages if s.name == f"evaluate_image@{subsets[0]}-{sources[0]}")
     assert f"--subset {subsets[0]} --source {sources[0]}" in ev.cmd
     assert f"eval/image/{subsets[0]}/{sources[0]}.json" in ev.outs
+
+
+def test_qualitative_stage_waits_for_the_folder_it_reads(stages):
+    qual = next(s for s in stages if s.name == "qualitative")
+    inputs = set(resolve_inputs(qual, stages))
+    # test.qualitative.dir lies inside synth_video_test's output folder: Snakemake must wait for that stage.
+    assert "data/V-HIM60" in inputs and "models/video/best.safetensors" in inputs
+    assert "eval/qualitative" in resolve_inputs(next(s for s in stages if s.name == "report"), stages)
 
 
 def test_report_waits_for_every_evaluation(stages):

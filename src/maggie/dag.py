@@ -68,7 +68,8 @@ def producers(stages: list[Stage]) -> dict[str, Stage]:
 
 def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
     """Inputs for Snakemake: each dep, or, for a folder that other stages write into
-    (``eval/image``), every output under it; params.yaml changes are DVC's business."""
+    (``eval/image``), every output under it, or, for a path inside a stage's output folder, that
+    folder; params.yaml changes are DVC's business."""
     made = producers(stages)
     inputs = []
     for dep in stage.deps:
@@ -78,7 +79,9 @@ def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
             inputs.append(dep)
             continue
         inside = [o for o in made if o.startswith(dep.rstrip("/") + "/")]
-        inputs.extend(inside if inside else [dep])
+        # A path inside another stage's output folder (data/V-HIM60/comp_hard): that folder.
+        within = [o for o in made if dep.startswith(o.rstrip("/") + "/")]
+        inputs.extend(inside or within or [dep])
     return inputs
 
 

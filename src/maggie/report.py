@@ -143,6 +143,33 @@ def preview_grid(out_dir: Path, report_dir: Path) -> None:
         write_png(report_dir / "mattes_grid.png", grid(rows, tile_height=min(r[0].shape[0] for r in rows)))
 
 
+def qualitative_section(q_dir: Path, report_dir: Path) -> str:
+    """Markdown for the set without alpha: its previews and stability plots (copied into the report)
+    and a table of each person's mean frame-to-frame matte change against that of its mask."""
+    import shutil
+
+    summary_path = q_dir / "summary.json"
+    if not summary_path.is_file():
+        return ""
+    summary = _load(summary_path)
+    if not summary["videos"] and not summary["images"]:
+        return ""
+    dest = report_dir / "qualitative"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    lines = [f"## Qualitative set (no alpha): `{summary['dir']}`", "",
+             "Mean absolute frame-to-frame change per person (x1e3), matte vs its guidance mask:", "",
+             "| video | frames | person | matte change | mask change |", "| --- | --- | --- | --- | --- |"]
+    for video, row in summary["videos"].items():
+        for i, (a, m) in enumerate(zip(row["matte_change_mean"], row["mask_change_mean"], strict=True)):
+            lines.append(f"| {video} | {row['frames']} | {i} | {1e3 * a:.2f} | {1e3 * m:.2f} |")
+    lines.append("")
+    for png in sorted(q_dir.glob("*.png")):
+        shutil.copy2(png, dest / png.name)
+        lines.append(f"![{png.stem}](qualitative/{png.name})")
+    return "\n".join(lines) + "\n"
+
+
 def run(params_path: str) -> dict[str, Any]:
     params = load_params(params_path)
     test = section(params, "test")
@@ -155,7 +182,10 @@ def run(params_path: str) -> dict[str, Any]:
     csv_text, md_image = image_table(rows["image"], metrics, names)
     write_text(report_dir / "image_table.csv", csv_text)
     md_video = video_table(rows["video"], vid_names)
-    write_text(report_dir / "tables.md", "## Images\n\n" + md_image + "\n## Video\n\n" + md_video)
+    qualitative = section(test, "qualitative") if "qualitative" in test else {}
+    md_qual = qualitative_section(Path(qualitative.get("out_dir") or "eval/qualitative"), report_dir)
+    write_text(report_dir / "tables.md", "## Images\n\n" + md_image + "\n## Video\n\n" + md_video
+               + ("\n" + md_qual if md_qual else ""))
     per_source = ["subset,source,maggie_MAD,mask_as_alpha_MAD"] + [
         f"{r['subset']},{r['source']},{r['maggie']['MAD']:.4f},{r['mask_as_alpha']['MAD']:.4f}" for r in rows["image"]]
     write_text(report_dir / "mad_per_source.csv", "\n".join(per_source) + "\n")
