@@ -83,7 +83,8 @@ def real_params(src: dict, data_root: Path, lists: dict | None = None) -> dict:
             "video_pools": {"vhm_train": {"fg_list": "fg_train.txt", "bg_list": "bg_train.txt"},
                             "vhm_test": {"fg_list": "fg_test.txt", "bg_list": "bg_test.txt"}},
         },
-        "image_train": {"count": 4, "size": size, "min_inst": 2, "max_inst": 5, "fg_pool": "hhm", "bg_pool": "hhm"},
+        "image_train": {"count": 4, "size": size, "min_inst": 2, "max_inst": 5, "fg_pool": "hhm", "bg_pool": "hhm",
+                        "inside": True},
         "image_test": {"count_per_subset": 2, "size": size,
                        "subsets": {"comp": {"fg_pool": "hhm", "bg_pool": "hhm", "min_inst": 2, "max_inst": 3}},
                        "mask_sources": {"coarse": {"coarse": 14}}},
@@ -116,6 +117,9 @@ def test_real_sources_compose_all_four_datasets(sources, tmp_path):
         assert 2 <= len(alphas) <= 5
         rgb = read_rgb(img).astype(int)
         union = np.max([read_grey(a) for a in alphas], axis=0)
+        # inside: true (the authors' rule) keeps every person wholly inside the image: at most the
+        # soft rim of a bounding box touches the border, never the opaque body.
+        assert max(union[0].max(), union[-1].max(), union[:, 0].max(), union[:, -1].max()) < 128
         # Where a person is fully opaque the pixel is the source foreground's colour.
         inside = rgb[union == 255]
         assert len(inside) > 50

@@ -32,6 +32,7 @@ IMAGE_DEFAULTS = {
     "noise_sigma": [0.0, 0.0],
     "fg_pool": "train",
     "bg_pool": "train",
+    "inside": False,  # True: every person wholly inside the canvas (the authors' rule for I-HIM50K)
 }
 LEVEL_DEFAULTS = {
     "instances": [2, 3],
@@ -95,8 +96,12 @@ def image_scene(bank: AssetBank, cfg: dict, rng: np.random.Generator) -> Sample:
             fw = alpha.shape[1] * scale
             flip = bool(rng.random() < 0.5)
             for _try in range(int(cfg["tries"])):
-                left = rng.uniform(-0.25 * fw, max(-0.25 * fw + 1, W - 0.75 * fw))
-                top = rng.uniform(-0.05 * target, max(1.0, H - 0.55 * target))
+                if cfg["inside"]:
+                    left = rng.uniform(0.0, max(1.0, W - fw))
+                    top = rng.uniform(0.0, max(1.0, H - target))
+                else:  # people may be cut by the frame, as in photographs
+                    left = rng.uniform(-0.25 * fw, max(-0.25 * fw + 1, W - 0.75 * fw))
+                    top = rng.uniform(-0.05 * target, max(1.0, H - 0.55 * target))
                 layer = Layer(rgb, alpha, (left + fw / 2, top), scale, (alpha.shape[1] / 2, 0.0), flip)
                 premult, placed = place_layer(layer, (H, W))
                 own = float(placed.sum())
