@@ -1,8 +1,9 @@
-"""MaGGIe networks in pure PyTorch, compatible with the official checkpoints."""
+"""MaGGIe and its MGM baselines in pure PyTorch, compatible with the official checkpoints."""
 
-from .checkpoint import WeightsError, detect_arch, load_model, save_weights
+from .checkpoint import WeightsError, build_model, detect_arch, load_model, save_weights
 from .decoder import DecoderState
 from .maggie import MaGGIe, MaggieConfig, fuse_clip
+from .mgm import MGM, MGMConfig
 
-__all__ = ["MaGGIe", "MaggieConfig", "DecoderState", "WeightsError", "detect_arch", "fuse_clip", "load_model",
-           "save_weights"]
+__all__ = ["MaGGIe", "MaggieConfig", "MGM", "MGMConfig", "DecoderState", "WeightsError", "build_model", "detect_arch",
+           "fuse_clip", "load_model", "save_weights"]

@@ -34,6 +34,9 @@ def detect_arch(state_dict: dict[str, torch.Tensor]) -> str:
         return "maggie_video"
     if "encoder.mask_embed_layer.weight" in state_dict and "decoder.refine_OS8.query_feat.weight" in state_dict:
         return "maggie_image"
+    stem = state_dict.get("encoder.conv1.module.weight_bar")
+    if "decoder.refine_OS8.0.weight" in state_dict and stem is not None and stem.dim() == 4:
+        return "mgm" if stem.shape[1] == 4 else "mgm_stacked"  # RGB + 1 mask, or RGB + 10 stacked masks
     raise WeightsError("cannot tell the architecture from the weights' keys; pass arch=... explicitly")
 
 
@@ -116,11 +119,12 @@ def prepare_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sour
 
 
 def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str | None = None,
-               device: str | torch.device = "cpu", **config: Any) -> MaGGIe:
-    """Build a MaGGIe network in eval mode from weights (path, hub id, or state_dict).
+               device: str | torch.device = "cpu", **config: Any) -> torch.nn.Module:
+    """Build a network in eval mode from weights (path, hub id, or state_dict).
 
-    ``arch`` is ``"maggie_image"`` or ``"maggie_video"``; ``None`` detects it from the keys.
-    Extra keyword arguments override ``MaggieConfig`` fields (e.g. ``refine_mode="dense"``).
+    ``arch`` is ``"maggie_image"``, ``"maggie_video"``, ``"mgm"`` or ``"mgm_stacked"``; ``None``
+    detects it from the keys.  Extra keyword arguments override the config's fields (e.g.
+    ``refine_mode="dense"``).
     """
     info: dict[str, Any] = {}
     if isinstance(weights, dict):
@@ -131,12 +135,21 @@ def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str |
         path = download_from_hub(text) if _is_hub_id(text) else Path(text)
         sd, info = read_state_dict(path)
     arch = arch or info.get("arch") or detect_arch(sd)
-    cfg_fields = {k: v for k, v in info.get("config", {}).items() if k in MaggieConfig.__dataclass_fields__}
-    cfg_fields.update(config)
-    cfg_fields["arch"] = arch
-    model = MaGGIe(MaggieConfig(**cfg_fields))
+    fields = {k: v for k, v in {**info.get("config", {}), **config}.items() if k != "arch"}
+    model = build_model(arch, **fields)
     model.load_state_dict(prepare_state_dict(model, sd, source))
     return model.to(device).eval()
+
+
+def build_model(arch: str, **config: Any) -> torch.nn.Module:
+    """A freshly initialised network of ``arch``; ``config`` fields the arch does not have are ignored."""
+    from .mgm import MGM, MGM_ARCHS, MGMConfig
+
+    if arch in MGM_ARCHS:
+        fields = {k: v for k, v in config.items() if k in MGMConfig.__dataclass_fields__}
+        return MGM(MGMConfig(**{**fields, "arch": arch}))
+    fields = {k: v for k, v in config.items() if k in MaggieConfig.__dataclass_fields__}
+    return MaGGIe(MaggieConfig(**{**fields, "arch": arch}))
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

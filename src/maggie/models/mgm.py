@@ -1,0 +1,145 @@
+"""MGM baselines of the paper: Mask-Guided Matting and MGM* (reference archs ``MGM_SingInst`` and
+``MaGGIe`` with encoder ``res_shortcut_29`` + decoder ``res_shortcut_22``).
+
+* ``mgm``: RGB + one mask in, one matte out; trained on one instance, run once per instance.
+* ``mgm_stacked`` (MGM*): RGB + the masks of up to 10 instances stacked as channels (no ID
+  embedding), 10 mattes out in one pass.
+
+Both decode densely to OS8, OS4 and OS1 heads and fuse them progressively: OS4 replaces OS8
+around OS8's uncertain pixels, OS1 replaces the result around its remaining uncertainty (the
+reference's ``MaGGIe.fuse``: dilation by 15x15 and 7x7 ellipses at evaluation, random sizes in
+training).  The state dict keeps the reference's key names, so its checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .aspp import ASPP
+from .decoder_blocks import head, make_decoder_layer, to_alpha
+from .encoder import ShortcutEncoder
+from .morphology import compute_unknown
+from .spectral_norm import SNConvTranspose2d, preserved_power_iteration
+
+MGM_ARCHS = ("mgm", "mgm_stacked")
+
+
+@dataclass
+class MGMConfig:
+    arch: str = "mgm"
+    max_inst: int = 10  # mgm_stacked: mask channels and output slots
+
+    @property
+    def slots(self) -> int:
+        return 1 if self.arch == "mgm" else self.max_inst
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MGMDecoder(nn.Module):
+    """``res_shortcut_22``: four upsampling stages with encoder shortcuts and OS8/OS4/OS1 heads."""
+
+    def __init__(self, out_channels: int, layers: tuple[int, int, int, int] = (2, 3, 3, 2)):
+        super().__init__()
+        self.layer1 = make_decoder_layer(512, 256, layers[0])
+        self.layer2 = make_decoder_layer(256, 128, layers[1])
+        self.layer3 = make_decoder_layer(128, 64, layers[2])
+        self.layer4 = make_decoder_layer(64, 32, layers[3])
+        self.conv1 = SNConvTranspose2d(32, 32, 4, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.refine_OS1 = head(32, out_channels)
+        self.refine_OS4 = head(64, out_channels)
+        self.refine_OS8 = head(128, out_channels)
+
+    def forward(self, x: torch.Tensor, shortcuts: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        fea1, fea2, fea3, fea4, fea5 = shortcuts
+        x = self.layer1(x) + fea5
+        x = self.layer2(x) + fea4
+        os8 = self.refine_OS8(x)
+        x = self.layer3(x) + fea3
+        os4 = self.refine_OS4(x)
+        x = self.layer4(x) + fea2
+        x = F.leaky_relu(self.bn1(self.conv1(x)), 0.2) + fea1
+        os1 = self.refine_OS1(x)
+        os4 = F.interpolate(os4, scale_factor=4.0, mode="bilinear", align_corners=False)
+        os8 = F.interpolate(os8, scale_factor=8.0, mode="bilinear", align_corners=False)
+        return {"alpha_os8": to_alpha(os8), "alpha_os4": to_alpha(os4), "alpha_os1": to_alpha(os1)}
+
+
+def progressive_fuse(out: dict[str, torch.Tensor], train: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(alpha, weight_os4, weight_os1): OS4 around OS8's uncertainty, then OS1 around what remains."""
+    alpha = out["alpha_os8"].clone()
+    w4 = compute_unknown(alpha, 30, train=train)
+    alpha = torch.where(w4 > 0, out["alpha_os4"], alpha)
+    w1 = compute_unknown(alpha, 15, train=train)
+    alpha = torch.where(w1 > 0, out["alpha_os1"], alpha)
+    return alpha, w4, w1
+
+
+class MGM(nn.Module):
+    def __init__(self, cfg: MGMConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or MGMConfig()
+        if cfg.arch not in MGM_ARCHS:
+            raise ValueError(f"unknown MGM arch {cfg.arch!r}; expected one of {MGM_ARCHS}")
+        self.encoder = ShortcutEncoder(num_mask=cfg.slots, num_embed=0)
+        self.aspp = ASPP(512, 512)
+        self.decoder = MGMDecoder(cfg.slots)
+        for module in (self.aspp, self.decoder):
+            for name, p in module.named_parameters():
+                if p.dim() > 1 and "weight_bar" not in name:
+                    nn.init.xavier_uniform_(p)
+
+    is_video = False
+
+    def _one_pass(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """image ``[B, 3, H, W]``, mask ``[B, slots, H, W]`` -> per-stride mattes ``[B, slots, H, W]``."""
+        feats, mid = self.encoder(image, mask)
+        out = self.decoder(self.aspp(feats), mid["shortcut"])
+        alpha, w4, w1 = progressive_fuse(out, train=self.training)
+        out["alpha"] = alpha
+        if self.training:
+            out.update(weight_os4=w4, weight_os1=w1)
+        return out
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, prev_alpha: torch.Tensor | None = None,
+                state=None) -> dict[str, torch.Tensor]:
+        """image ``[B, T, 3, H, W]``, mask ``[B, T, N, H', W']`` -> mattes ``[B, T, N, H, W]``.
+
+        MGM runs once per instance; MGM* in groups of ``max_inst`` (empty slots padded).  In training
+        the masks come in the network's slots already (``N == slots``)."""
+        if image.dim() != 5 or mask.dim() != 5:
+            raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
+                             f"and {tuple(mask.shape)}")
+        b, t, _, h, w = image.shape
+        if h % 32 or w % 32:
+            raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
+        n = mask.shape[2]
+        img = image.flatten(0, 1)
+        m = mask.flatten(0, 1)
+        if m.shape[-2:] != (h, w):
+            m = F.interpolate(m, size=(h, w), mode="nearest")
+        slots = self.cfg.slots
+        if self.training:
+            if n != slots:
+                raise ValueError(f"{self.cfg.arch} trains on {slots} mask slot(s), got {n}")
+            outs = [self._one_pass(img, m)]
+        else:
+            # As in the reference, the passes run one after the other, each advancing the spectral
+            # norms' power iteration; the state is restored afterwards, so calls are repeatable.
+            outs = []
+            with preserved_power_iteration(self):
+                for i in range(0, n, slots):
+                    group = m[:, i:i + slots]
+                    pad = slots - group.shape[1]
+                    if pad:
+                        group = F.pad(group, (0, 0, 0, 0, 0, pad))
+                    o = self._one_pass(img, group)
+                    outs.append({k: v[:, :slots - pad] for k, v in o.items()})
+        return {k: torch.cat([o[k] for o in outs], dim=1).reshape(b, t, -1, h, w) for k in outs[0]}
