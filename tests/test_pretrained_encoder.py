@@ -19,13 +19,15 @@ from maggie.models.pretrained_encoder import (
 
 def gca_checkpoint(path: Path, seed: int = 7, drop: str | None = None, reshape: str | None = None) -> dict:
     """A checkpoint laid out like model_best_resnet34_En_nomixup.pth: {'state_dict': {'module.<key>': ...}}
-    with the ResNet-34-D trunk, an image+trimap stem and a classifier head, but no shortcuts."""
+    with the ResNet-34-D trunk, an RGB stem and a classifier head, but no shortcuts."""
     torch.manual_seed(seed)
     donor = ShortcutEncoder(num_mask=10, num_embed=3)
     for p in donor.parameters():
         torch.nn.init.normal_(p)
     sd = {k: v.clone() for k, v in donor.state_dict().items()
           if not k.startswith(("shortcut.", "mask_embed_layer."))}
+    # GCA-Matting's ImageNet encoder reads RGB only: a 3-channel stem, and a classifier head.
+    sd["conv1.module.weight_bar"], sd["conv1.module.weight_v"] = torch.randn(32, 3, 3, 3), torch.randn(27)
     sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
     if drop:
         del sd[drop]
@@ -44,7 +46,7 @@ def test_trunk_is_loaded_and_stem_shortcuts_embedding_keep_their_init(tmp_path):
     for key in ("layer1.0.conv1.module.weight_bar", "layer_bottleneck.1.bn2.running_var", "bn3.weight",
                 "conv2.module.weight_u", "layer3.0.downsample.1.module.weight_bar"):
         assert torch.equal(after[key], ckpt[key]), key
-    # The stem read image + trimap in GCA-Matting: its weights stay ours, as in the reference.
+    # The stem reads other channels in GCA-Matting: its weights stay ours, as in the reference.
     assert torch.equal(after["conv1.module.weight_bar"], before["conv1.module.weight_bar"])
     assert torch.equal(after["conv1.module.weight_v"], before["conv1.module.weight_v"])
     assert torch.equal(after["shortcut.2.0.module.weight_bar"], before["shortcut.2.0.module.weight_bar"])

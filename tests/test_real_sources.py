@@ -8,6 +8,7 @@ import http.server
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -49,12 +50,18 @@ def make_sources(root: Path) -> dict:
         write_image(root / "BG-20K" / "train" / f"bg{i}.jpg", rng.integers(0, 120, (150, 200, 3), dtype=np.uint8))
     vhm = root / "VHM"
     clips = {"train": ["VideoMatte240K/train/fgr/0000", "VideoMatte240K/train/fgr/0001", "VM108/fgr/a"],
+             "rgba": ["VM108/rgba/d"],
              "test": ["VideoMatte240K/test/fgr/0000", "CRGNN/fgr/b", "CRGNN/fgr/c"]}
-    for entries in clips.values():
-        for entry in entries:
+    for split, entries in clips.items():
+        for entry in entries if split != "rgba" else []:
             for f in range(5):
                 write_image(vhm / entry / f"{f:05d}.jpg", np.full((100, 80, 3), RED, np.uint8), 98)
                 write_image(vhm / entry.replace("fgr", "pha") / f"{f:05d}.png", person(100, 80, shift=f))
+    rgba_dir = vhm / "VM108" / "rgba" / "d"  # RGBA frames outside an fgr/pha tree, as the authors read VM108 / CRGNN
+    rgba_dir.mkdir(parents=True)
+    for f in range(5):
+        rgba = np.concatenate([np.full((100, 80, 3), RED, np.uint8), person(100, 80, shift=-f)[..., None]], axis=2)
+        cv2.imwrite(str(rgba_dir / f"{f:05d}.png"), rgba)
     for f in range(6):
         write_image(vhm / "Backgrounds" / "clip0" / f"{f:05d}.jpg", np.full((150, 200, 3), 10 * f, np.uint8))
     write_image(vhm / "Backgrounds" / "still.jpg", rng.integers(0, 120, (150, 200, 3), dtype=np.uint8))
@@ -62,7 +69,8 @@ def make_sources(root: Path) -> dict:
     lists.mkdir()
     (lists / "invalid_him.txt").write_text("p5.jpg\n")
     for split in ("train", "test"):
-        (lists / f"fg_{split}.txt").write_text("\n".join(clips[split]) + "\n")
+        (lists / f"fg_{split}.txt").write_text("\n".join(clips[split] + (clips["rgba"] if split == "train" else []))
+                                              + "\n")
         (lists / f"bg_{split}.txt").write_text("Backgrounds/clip0\nBackgrounds/still.jpg\n")
     return {"hhm": hhm, "bg": root / "BG-20K" / "train", "vhm": vhm, "lists": lists}
 
@@ -103,7 +111,10 @@ def test_real_sources_compose_all_four_datasets(sources, tmp_path):
     assert isinstance(bank, RealAssetBank)
     # The invalid name and the image without alpha are skipped.
     assert sorted(bank.figures("hhm")) == [f"hhm/p{i}" for i in range(5)]
-    assert len(bank.figures("vhm_train")) == 3 and len(bank.backgrounds("vhm_test")) == 2
+    assert len(bank.figures("vhm_train")) == 4 and len(bank.backgrounds("vhm_test")) == 2
+    # The RGBA clip's alpha comes from its fourth channel.
+    _rgb, alpha, _anchor, _scale = bank.figure_frame("vhm_train/VM108/rgba/d", 50.0, 0, 8.0, (0, 5))
+    assert alpha.max() == 255 and alpha.shape[0] > 90
 
     data = load_data_config(tmp_path / "params.yaml")
     for kind in ("image_train", "image_test", "video_train", "video_test"):

@@ -12,7 +12,8 @@ sources named in ``data.real`` into ``<root>/raw/manifest.json`` (and fetches th
   of image names to skip (the authors' ``invalid_him.txt``).
 * ``video_pools.<name>: {fg_list, bg_list}``: lists (fetched, e.g. ``fg_train.txt``) of paths relative to
   ``video_root``: foreground frame folders in a ``fgr`` tree with the alpha at the same path under
-  ``pha`` (VideoMatte240K, VM108, CRGNN), backgrounds as image files or frame folders.
+  ``pha`` (VideoMatte240K), or folders of RGBA frames (as the authors' script reads sources outside
+  an ``fgr`` tree, e.g. VM108, CRGNN), backgrounds as image files or frame folders.
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
-def _alpha_folder(fgr: Path) -> Path:
+def _alpha_folder(fgr: Path) -> Path | None:
+    """The ``pha`` twin of a ``fgr`` frame folder; None for a folder of RGBA frames (alpha in channel 4)."""
     parts = list(fgr.parts)
     if "fgr" not in parts:
-        raise DataError(f"{fgr}: foreground clip path has no 'fgr' folder, so its 'pha' alpha cannot be found")
+        return None
     i = len(parts) - 1 - parts[::-1].index("fgr")
     return Path(*parts[:i], "pha", *parts[i + 1:])
+
+
+def _read_rgba_alpha(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim != 3 or image.shape[2] != 4:
+        raise DataError(f"{path}: a clip outside an fgr/pha tree must hold RGBA frames (alpha in channel 4)")
+    return image[:, :, 3]
 
 
 def _index_image_pool(name: str, cfg: dict, lists_dir: Path) -> tuple[dict, list[str], list[str]]:
@@ -85,12 +96,15 @@ def _index_video_pool(name: str, cfg: dict, root: Path, lists_dir: Path) -> tupl
     for entry in read_list(lists_dir / cfg["fg_list"]):
         fgr = root / entry
         pha = _alpha_folder(fgr)
-        if not fgr.is_dir() or not pha.is_dir():
+        if not fgr.is_dir() or (pha is not None and not pha.is_dir()):
             missing.append(entry)
             continue
         frames = _images_in(fgr)
-        alphas = {p.stem: p for p in _images_in(pha)}
-        pairs = [[str(f), str(alphas[f.stem])] for f in frames if f.stem in alphas]
+        if pha is None:  # RGBA frames: the alpha is read from the frame itself
+            pairs = [[str(f), str(f)] for f in frames]
+        else:
+            alphas = {p.stem: p for p in _images_in(pha)}
+            pairs = [[str(f), str(alphas[f.stem])] for f in frames if f.stem in alphas]
         if not pairs:
             missing.append(entry)
             continue
@@ -179,7 +193,8 @@ class RealAssetBank:
     @functools.lru_cache(maxsize=256)  # noqa: B019  (one bank per process; the cache is the point)
     def _frame(self, ident: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         rgb_path, alpha_path = self._pair(ident, index)
-        rgb, alpha = read_rgb(Path(rgb_path)), read_grey(Path(alpha_path))
+        rgb = read_rgb(Path(rgb_path))
+        alpha = _read_rgba_alpha(Path(alpha_path)) if alpha_path == rgb_path else read_grey(Path(alpha_path))
         if rgb.shape[:2] != alpha.shape:
             raise DataError(f"{alpha_path}: alpha {alpha.shape} and image {rgb.shape[:2]} differ in size")
         return rgb, alpha

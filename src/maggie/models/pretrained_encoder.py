@@ -3,8 +3,8 @@
 The reference initialises its image stage this way: the checkpoint's ``state_dict`` (keys with the
 ``module.`` prefix of DataParallel) holds GCA-Matting's ResNet-34-D encoder, whose module names are
 those of our :class:`~maggie.models.encoder.ShortcutEncoder` trunk.  Its stem convolution reads
-image + trimap, not image + instance embedding, so its weights (``conv1.module.weight_bar`` and
-``weight_v``) are dropped and the stem keeps its own initialisation, as in the reference; the
+other input channels than ours (image + instance embedding), so its weights (``conv1.module.weight_bar``
+and ``weight_v``) are dropped and the stem keeps its own initialisation, as in the reference; the
 shortcut branches and the mask embedding are not in the checkpoint either.  Unlike the reference
 (a silent non-strict load), every trunk tensor must be there with the right shape, else a
 :class:`~maggie.models.checkpoint.WeightsError` lists what is missing or mismatched.
@@ -24,7 +24,7 @@ from .encoder import ShortcutEncoder
 log = logging.getLogger(__name__)
 
 REFERENCE_PATH = "pretrain/model_best_resnet34_En_nomixup.pth"
-# The stem conv's input differs (trimap vs instance embedding): the reference deletes these two.
+# The stem conv's input channels differ from ours: the reference deletes these two.
 DROPPED = ("conv1.module.weight_bar", "conv1.module.weight_v")
 # Ours only: not in a plain encoder checkpoint.
 OWN_ONLY_PREFIXES = ("shortcut.", "mask_embed_layer.")
