@@ -1,8 +1,9 @@
-"""MGM baselines: parity with the authors' code on ../shared/parity/baselines, checkpoint I/O, fusion."""
+"""MGM, MGM* and MGM+TCVOM: parity with the authors' code (../shared/parity/baselines), checkpoints, fusion."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 from test_model_parity import assert_parity
 
-from maggie.models import MGM, MGMConfig, build_model, detect_arch, load_model, save_weights
+from maggie.models import MGM, TCVOM, MGMConfig, build_model, detect_arch, load_model, save_weights
 from maggie.models.mgm import progressive_fuse
+from maggie.models.tcvom import FeatureAggregation
+from maggie.models.tcvom import attention_loss as tcvom_attention_loss
 
 CASES = {"mgm": "mgm_3inst", "mgm_stacked": "mgm_stacked_3inst"}
 
@@ -89,3 +92,66 @@ def test_training_mode_outputs_loss_regions():
     assert {"weight_os4", "weight_os1", "alpha_os8", "alpha"} <= set(out)
     with pytest.raises(ValueError, match="trains on 1 mask slot"):
         model(x, torch.cat([m, m], dim=2))
+
+
+def test_mgm_tcvom_parity(parity_dir):
+    sd = reference_weights(parity_dir, "mgm_tcvom")
+    assert detect_arch(sd) == "mgm_tcvom"
+    model = load_model(sd)
+    assert isinstance(model, TCVOM) and model.is_video
+    case = np.load(parity_dir / "baselines" / "mgm_tcvom_2inst_3f.npz")
+    with torch.no_grad():
+        out = model(torch.from_numpy(case["image"]), torch.from_numpy(case["mask"]))
+    for ours, ref in (("alpha_os8", "out_alpha_os8"), ("alpha_os4", "out_alpha_os4"), ("alpha_os1", "out_alpha_os1"),
+                      ("alpha", "out_refined_masks")):
+        assert_parity(out[ours], case[ref], f"mgm_tcvom {ours}")
+
+
+def test_feature_aggregation_attends_only_inside_the_mask():
+    torch.manual_seed(0)
+    fam = FeatureAggregation(8, 3).eval()
+    x, prev, nxt = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
+    mask = torch.zeros(1, 1, 48, 48)
+    mask[..., :24, :24] = 1  # the top-left quarter of the OS8 grid
+    with torch.no_grad():
+        out, att_prev, _att_next, small = fam(x, prev, nxt, mask)
+        value = fam.value_conv(x)
+    assert small.sum() == 9
+    outside = ~small[0, 0]
+    torch.testing.assert_close(out[0][:, outside], value[0][:, outside])  # the reference's quirk
+    assert not torch.allclose(out[0][:, ~outside], value[0][:, ~outside])
+    assert (att_prev.reshape(1, 9, 6, 6)[0][:, outside] == 0).all()
+    # A 1x1 window leaves one key to attend to: inside the mask the result is the frame's value
+    # plus both neighbours' keys at that pixel (the keys double as values).
+    one = FeatureAggregation(8, 1).eval()
+    with torch.no_grad():
+        out, *_ = one(x, prev, nxt, torch.ones(1, 1, 48, 48))
+        expected = one.value_conv(x) + one.key_conv(prev) + one.key_conv(nxt)
+    torch.testing.assert_close(out, expected)
+
+
+def test_tcvom_training_freezes_early_batch_norms_and_returns_its_attention_loss():
+    from maggie.models import DecoderState
+
+    model = TCVOM(MGMConfig(arch="mgm_stacked_tcvom")).train()
+    assert not model.decoder.layer1.training and not model.decoder.layer2.training
+    assert model.decoder.layer3.training and model.encoder.training
+    x = torch.randn(1, 3, 3, 64, 64)
+    masks = torch.zeros(1, 3, 10, 64, 64)
+    masks[:, :, 0, 16:48, 16:40] = 1
+    gt = masks.clone()
+    gt[:, :, 0, 16:48, 38:40] = 0.5  # a soft edge so that there is something uncertain
+    out = model(x, masks, state=DecoderState(iteration=1, gt_alpha=gt.flatten(0, 1)))
+    assert out["alpha"].shape == (1, 3, 10, 64, 64) and {"weight_os4", "weight_os1"} <= set(out)
+    assert out["loss_atten"].dim() == 0 and torch.isfinite(out["loss_atten"])
+
+
+def test_tcvom_attention_loss_by_hand():
+    # One middle frame, a 1x1 OS8 grid, window 1: the neighbour differs by 0.5 (> 0.3) before and
+    # by 0 after, so the targets are 0 and 0.8; logits 0 give BCE log(2) for both.
+    alphas = torch.zeros(1, 3, 1, 8, 8)
+    alphas[:, 0] = 0.5
+    logits = torch.zeros(1, 1, 1)
+    small = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+    loss = tcvom_attention_loss(alphas, [(logits, logits, small)], window=1)
+    assert float(loss) == pytest.approx(math.log(2), abs=1e-6)

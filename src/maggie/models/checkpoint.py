@@ -36,7 +36,8 @@ def detect_arch(state_dict: dict[str, torch.Tensor]) -> str:
         return "maggie_image"
     stem = state_dict.get("encoder.conv1.module.weight_bar")
     if "decoder.refine_OS8.0.weight" in state_dict and stem is not None and stem.dim() == 4:
-        return "mgm" if stem.shape[1] == 4 else "mgm_stacked"  # RGB + 1 mask, or RGB + 10 stacked masks
+        arch = "mgm" if stem.shape[1] == 4 else "mgm_stacked"  # RGB + 1 mask, or RGB + 10 stacked masks
+        return arch + "_tcvom" if "decoder.fam.key_conv.weight" in state_dict else arch
     raise WeightsError("cannot tell the architecture from the weights' keys; pass arch=... explicitly")
 
 
@@ -122,9 +123,9 @@ def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str |
                device: str | torch.device = "cpu", **config: Any) -> torch.nn.Module:
     """Build a network in eval mode from weights (path, hub id, or state_dict).
 
-    ``arch`` is ``"maggie_image"``, ``"maggie_video"``, ``"mgm"`` or ``"mgm_stacked"``; ``None``
-    detects it from the keys.  Extra keyword arguments override the config's fields (e.g.
-    ``refine_mode="dense"``).
+    ``arch`` is ``"maggie_image"``, ``"maggie_video"``, ``"mgm"``, ``"mgm_stacked"``, ``"mgm_tcvom"`` or
+    ``"mgm_stacked_tcvom"``; ``None`` detects it from the keys.  Extra keyword arguments override the
+    config's fields (e.g. ``refine_mode="dense"``).
     """
     info: dict[str, Any] = {}
     if isinstance(weights, dict):
@@ -144,10 +145,11 @@ def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str |
 def build_model(arch: str, **config: Any) -> torch.nn.Module:
     """A freshly initialised network of ``arch``; ``config`` fields the arch does not have are ignored."""
     from .mgm import MGM, MGM_ARCHS, MGMConfig
+    from .tcvom import TCVOM, TCVOM_ARCHS
 
-    if arch in MGM_ARCHS:
+    if arch in MGM_ARCHS + TCVOM_ARCHS:
         fields = {k: v for k, v in config.items() if k in MGMConfig.__dataclass_fields__}
-        return MGM(MGMConfig(**{**fields, "arch": arch}))
+        return (MGM if arch in MGM_ARCHS else TCVOM)(MGMConfig(**{**fields, "arch": arch}))
     fields = {k: v for k, v in config.items() if k in MaggieConfig.__dataclass_fields__}
     return MaGGIe(MaggieConfig(**{**fields, "arch": arch}))
 

@@ -30,12 +30,12 @@ MGM_ARCHS = ("mgm", "mgm_stacked")
 
 @dataclass
 class MGMConfig:
-    arch: str = "mgm"
-    max_inst: int = 10  # mgm_stacked: mask channels and output slots
+    arch: str = "mgm"  # mgm | mgm_stacked | mgm_tcvom | mgm_stacked_tcvom (the last two: models/tcvom.py)
+    max_inst: int = 10  # stacked variants: mask channels and output slots
 
     @property
     def slots(self) -> int:
-        return 1 if self.arch == "mgm" else self.max_inst
+        return 1 if self.arch in ("mgm", "mgm_tcvom") else self.max_inst
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +58,12 @@ class MGMDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, shortcuts: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         fea1, fea2, fea3, fea4, fea5 = shortcuts
-        x = self.layer1(x) + fea5
-        x = self.layer2(x) + fea4
+        x = self.layer2(self.layer1(x) + fea5) + fea4
+        return self.heads(x, fea1, fea2, fea3)
+
+    def heads(self, x: torch.Tensor, fea1: torch.Tensor, fea2: torch.Tensor, fea3: torch.Tensor
+              ) -> dict[str, torch.Tensor]:
+        """From the OS8 features on: the OS8 head, two more stages with their heads, all as mattes."""
         os8 = self.refine_OS8(x)
         x = self.layer3(x) + fea3
         os4 = self.refine_OS4(x)
