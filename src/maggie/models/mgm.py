@@ -87,14 +87,17 @@ def progressive_fuse(out: dict[str, torch.Tensor], train: bool = False
 
 
 class MGM(nn.Module):
+    archs = MGM_ARCHS
+    decoder_cls = MGMDecoder
+
     def __init__(self, cfg: MGMConfig | None = None):
         super().__init__()
-        self.cfg = cfg = cfg or MGMConfig()
-        if cfg.arch not in MGM_ARCHS:
-            raise ValueError(f"unknown MGM arch {cfg.arch!r}; expected one of {MGM_ARCHS}")
+        self.cfg = cfg = cfg or MGMConfig(arch=self.archs[0])
+        if cfg.arch not in self.archs:
+            raise ValueError(f"unknown {type(self).__name__} arch {cfg.arch!r}; expected one of {self.archs}")
         self.encoder = ShortcutEncoder(num_mask=cfg.slots, num_embed=0)
         self.aspp = ASPP(512, 512)
-        self.decoder = MGMDecoder(cfg.slots)
+        self.decoder = self.decoder_cls(cfg.slots)
         for module in (self.aspp, self.decoder):
             for name, p in module.named_parameters():
                 if p.dim() > 1 and "weight_bar" not in name:
@@ -102,15 +105,18 @@ class MGM(nn.Module):
 
     is_video = False
 
-    def _one_pass(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """image ``[B, 3, H, W]``, mask ``[B, slots, H, W]`` -> per-stride mattes ``[B, slots, H, W]``."""
-        feats, mid = self.encoder(image, mask)
+    def group_pass(self, image: torch.Tensor, mask: torch.Tensor, state=None) -> dict[str, torch.Tensor]:
+        """One pass: image ``[B, T, 3, H, W]``, mask ``[B, T, slots, H, W]`` -> outputs ``[B, T, slots, H, W]``.
+
+        MGM treats the frames independently; TCVOM overrides this with its clip pass."""
+        b, t = image.shape[:2]
+        feats, mid = self.encoder(image.flatten(0, 1), mask.flatten(0, 1))
         out = self.decoder(self.aspp(feats), mid["shortcut"])
         alpha, w4, w1 = progressive_fuse(out, train=self.training)
         out["alpha"] = alpha
         if self.training:
             out.update(weight_os4=w4, weight_os1=w1)
-        return out
+        return {k: v.reshape(b, t, *v.shape[1:]) for k, v in out.items()}
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, prev_alpha: torch.Tensor | None = None,
                 state=None) -> dict[str, torch.Tensor]:
@@ -124,26 +130,21 @@ class MGM(nn.Module):
         b, t, _, h, w = image.shape
         if h % 32 or w % 32:
             raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
-        n = mask.shape[2]
-        img = image.flatten(0, 1)
-        m = mask.flatten(0, 1)
-        if m.shape[-2:] != (h, w):
-            m = F.interpolate(m, size=(h, w), mode="nearest")
-        slots = self.cfg.slots
+        n, slots = mask.shape[2], self.cfg.slots
+        if mask.shape[-2:] != (h, w):
+            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, n, h, w)
         if self.training:
             if n != slots:
                 raise ValueError(f"{self.cfg.arch} trains on {slots} mask slot(s), got {n}")
-            outs = [self._one_pass(img, m)]
-        else:
-            # As in the reference, the passes run one after the other, each advancing the spectral
-            # norms' power iteration; the state is restored afterwards, so calls are repeatable.
-            outs = []
-            with preserved_power_iteration(self):
-                for i in range(0, n, slots):
-                    group = m[:, i:i + slots]
-                    pad = slots - group.shape[1]
-                    if pad:
-                        group = F.pad(group, (0, 0, 0, 0, 0, pad))
-                    o = self._one_pass(img, group)
-                    outs.append({k: v[:, :slots - pad] for k, v in o.items()})
-        return {k: torch.cat([o[k] for o in outs], dim=1).reshape(b, t, -1, h, w) for k in outs[0]}
+            return self.group_pass(image, mask, state)
+        # As in the reference, the passes run one after the other, each advancing the spectral
+        # norms' power iteration; the state is restored afterwards, so calls are repeatable.
+        outs = []
+        with preserved_power_iteration(self):
+            for i in range(0, n, slots):
+                group = mask[:, :, i:i + slots]
+                pad = slots - group.shape[2]
+                if pad:
+                    group = F.pad(group, (0, 0, 0, 0, 0, pad))
+                outs.append({k: v[:, :, :slots - pad] for k, v in self.group_pass(image, group).items()})
+        return {k: torch.cat([o[k] for o in outs], dim=2) for k in outs[0]}

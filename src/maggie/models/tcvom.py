@@ -22,8 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .mgm import MGM, MGMConfig, MGMDecoder, progressive_fuse
-from .spectral_norm import preserved_power_iteration
+from .mgm import MGM, MGMDecoder, progressive_fuse
 
 TCVOM_ARCHS = ("mgm_tcvom", "mgm_stacked_tcvom")
 
@@ -88,22 +87,13 @@ class TCVOMDecoder(MGMDecoder):
 
 
 class TCVOM(MGM):
+    archs = TCVOM_ARCHS
+    decoder_cls = TCVOMDecoder
     is_video = True
 
-    def __init__(self, cfg: MGMConfig | None = None):
-        cfg = cfg or MGMConfig(arch="mgm_tcvom")
-        if cfg.arch not in TCVOM_ARCHS:
-            raise ValueError(f"unknown TCVOM arch {cfg.arch!r}; expected one of {TCVOM_ARCHS}")
-        base = "mgm" if cfg.arch == "mgm_tcvom" else "mgm_stacked"
-        super().__init__(MGMConfig(arch=base, max_inst=cfg.max_inst))
-        self.cfg = cfg
-        self.decoder = TCVOMDecoder(self.cfg.slots)
-        for name, p in self.decoder.named_parameters():
-            if p.dim() > 1 and "weight_bar" not in name:
-                nn.init.xavier_uniform_(p)
-
-    def _clip_pass(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """image ``[B, T, 3, H, W]``, mask ``[B, T, slots, H, W]`` (full size) -> outputs ``[B, T, slots, H, W]``."""
+    def group_pass(self, image: torch.Tensor, mask: torch.Tensor, state=None) -> dict[str, torch.Tensor]:
+        """The clip pass: image ``[B, T, 3, H, W]``, mask ``[B, T, slots, H, W]`` -> outputs ``[B, T, slots, H, W]``;
+        in training with ``state.gt_alpha`` also TCVOM's ``loss_atten``."""
         b, t, _, h, w = image.shape
         feats, mid = self.encoder(image.flatten(0, 1), mask.flatten(0, 1))
         feats = self.aspp(feats)
@@ -129,39 +119,9 @@ class TCVOM(MGM):
         preds["alpha"] = split(alpha)
         if self.training:
             preds.update(weight_os4=split(w4), weight_os1=split(w1))
-            preds["attention"] = attention
-        return preds
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, prev_alpha: torch.Tensor | None = None,
-                state=None) -> dict[str, torch.Tensor]:
-        """image ``[B, T, 3, H, W]``, mask ``[B, T, N, H', W']`` -> mattes ``[B, T, N, H, W]`` (see MGM)."""
-        if image.dim() != 5 or mask.dim() != 5:
-            raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
-                             f"and {tuple(mask.shape)}")
-        b, t, _, h, w = image.shape
-        if h % 32 or w % 32:
-            raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
-        n, slots = mask.shape[2], self.cfg.slots
-        if mask.shape[-2:] != (h, w):
-            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, n, h, w)
-        if self.training:
-            if n != slots:
-                raise ValueError(f"{self.cfg.arch} trains on {slots} mask slot(s), got {n}")
-            out = self._clip_pass(image, mask)
             if state is not None and getattr(state, "gt_alpha", None) is not None:
-                out["loss_atten"] = attention_loss(state.gt_alpha.reshape(b, t, -1, h, w), out["attention"])
-            out.pop("attention")
-            return out
-        outs = []
-        with preserved_power_iteration(self):
-            for i in range(0, n, slots):
-                group = mask[:, :, i:i + slots]
-                pad = slots - group.shape[2]
-                if pad:
-                    group = F.pad(group, (0, 0, 0, 0, 0, pad))
-                o = self._clip_pass(image, group)
-                outs.append({k: v[:, :, :slots - pad] for k, v in o.items()})
-        return {k: torch.cat([o[k] for o in outs], dim=2) for k in outs[0]}
+                preds["loss_atten"] = attention_loss(state.gt_alpha.reshape(b, t, -1, h, w), attention)
+        return preds
 
 
 def attention_loss(alphas: torch.Tensor, attention: list, window: int = 9) -> torch.Tensor:
