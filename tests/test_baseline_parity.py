@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -15,16 +14,13 @@ from maggie.models import MGM, TCVOM, MGMConfig, build_model, detect_arch, load_
 from maggie.models.mgm import progressive_fuse
 from maggie.models.tcvom import FeatureAggregation
 from maggie.models.tcvom import attention_loss as tcvom_attention_loss
+from maggie.parity_report import baseline_weights
 
 CASES = {"mgm": "mgm_3inst", "mgm_stacked": "mgm_stacked_3inst"}
 
 
 def reference_weights(parity_dir, arch: str) -> dict[str, torch.Tensor]:
-    """The baseline's state dict: its own tensors, the rest shared with the MaGGIe fixture (README there)."""
-    keys = json.loads((parity_dir / "baselines" / f"{arch}_keys.json").read_text())
-    own = load_file(str(parity_dir / "baselines" / f"{arch}_own_weights.safetensors"))
-    shared = load_file(str(parity_dir / "maggie_image_weights.safetensors"))
-    return {k: own[k] if k in own else shared[k] for k in keys}
+    return baseline_weights(parity_dir, arch, load_file(str(parity_dir / "maggie_image_weights.safetensors")))
 
 
 @pytest.mark.parametrize("arch", sorted(CASES))

@@ -3,12 +3,14 @@
     python -m maggie.parity_report [--fixtures ../shared/parity] [--out benchmarks/parity.json]
 
 The tests assert the tolerance; this prints the actual mean / max absolute differences and
-the share of values off by more than 1e-2, per output, for both refinement paths.
+the share of values off by more than 1e-2, per output, for both refinement paths, and for the
+baselines whose fixtures are in ``<fixtures>/baselines`` (MGM, MGM*, MGM+TCVOM).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +27,22 @@ VIDEO_OUTPUTS = {"temp_alpha": "out_temp_alpha", "diff_forward": "out_diff_pred_
                  "diff_backward": "out_diff_pred_backward"}
 
 
+BASELINES = {"mgm": "mgm_3inst.npz", "mgm_stacked": "mgm_stacked_3inst.npz", "mgm_tcvom": "mgm_tcvom_2inst_3f.npz"}
+BASELINE_OUTPUTS = {k: v for k, v in OUTPUTS.items() if k != "detail_mask"}
+
+
+def baseline_weights(fixtures: Path, arch: str, shared: dict) -> dict:
+    """A baseline's state dict: its own tensors, the rest from the MaGGIe fixture (as its README says)."""
+    keys = json.loads((fixtures / "baselines" / f"{arch}_keys.json").read_text())
+    own = load_file(str(fixtures / "baselines" / f"{arch}_own_weights.safetensors"))
+    return {k: own[k] if k in own else shared[k] for k in keys}
+
+
+def _diff(pred: torch.Tensor, ref: np.ndarray) -> dict:
+    d = np.abs(pred.numpy() - ref)
+    return {"mean_abs": float(d.mean()), "max_abs": float(d.max()), "share_over_1e-2": float((d > 1e-2).mean())}
+
+
 def report(fixtures: Path) -> dict:
     image_sd = load_file(str(fixtures / "maggie_image_weights.safetensors"))
     video_sd = {**image_sd, **load_file(str(fixtures / "maggie_video_extra_weights.safetensors"))}
@@ -38,9 +56,16 @@ def report(fixtures: Path) -> dict:
             with torch.no_grad():
                 pred = model(torch.from_numpy(case["image"]), torch.from_numpy(case["mask"]))
             for ours, ref in pairs.items():
-                d = np.abs(pred[ours].numpy() - case[ref])
-                out[f"{kind}/{mode}/{ours}"] = {"mean_abs": float(d.mean()), "max_abs": float(d.max()),
-                                                "share_over_1e-2": float((d > 1e-2).mean())}
+                out[f"{kind}/{mode}/{ours}"] = _diff(pred[ours], case[ref])
+    for arch, case_file in BASELINES.items():
+        if not (fixtures / "baselines" / case_file).exists():
+            continue
+        case = np.load(fixtures / "baselines" / case_file)
+        model = load_model(baseline_weights(fixtures, arch, image_sd))
+        with torch.no_grad():
+            pred = model(torch.from_numpy(case["image"]), torch.from_numpy(case["mask"]))
+        for ours, ref in BASELINE_OUTPUTS.items():
+            out[f"{arch}/{ours}"] = _diff(pred[ours], case[ref])
     return out
 
 
