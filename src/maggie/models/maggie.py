@@ -80,14 +80,7 @@ class MaGGIe(nn.Module):
         prev_alpha ``[B, N, H, W]``: the final matte of the frame before the clip (video
         inference over sliding clips); state: training-time iteration and true alpha.
         """
-        if image.dim() != 5 or mask.dim() != 5:
-            raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
-                             f"and {tuple(mask.shape)}")
-        b, t, _, h, w = image.shape
-        if h % 32 or w % 32:
-            raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
-        if mask.shape[-2:] != (h, w):
-            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, -1, h, w)
+        mask = check_inputs(image, mask)
         if self.training:
             return self._forward(image, mask, prev_alpha, state)
         with preserved_power_iteration(self):
@@ -140,6 +133,19 @@ class MaGGIe(nn.Module):
             out["diff_forward"] = dec["diff_forward_logits"].sigmoid().expand(-1, -1, nn_, -1, -1)
             out["diff_backward"] = dec["diff_backward_logits"].sigmoid().expand(-1, -1, nn_, -1, -1)
         return out
+
+
+def check_inputs(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Refuse badly shaped inputs with a clear message; return the masks at the image's size (nearest)."""
+    if image.dim() != 5 or mask.dim() != 5:
+        raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
+                         f"and {tuple(mask.shape)}")
+    b, t, _, h, w = image.shape
+    if h % 32 or w % 32:
+        raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
+    if mask.shape[-2:] != (h, w):
+        mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, -1, h, w)
+    return mask
 
 
 def fuse_clip(alpha: torch.Tensor, diff_forward: torch.Tensor, diff_backward: torch.Tensor,

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from .aspp import ASPP
 from .decoder_blocks import head, make_decoder_layer, to_alpha
 from .encoder import ShortcutEncoder
+from .maggie import check_inputs
 from .morphology import compute_unknown
 from .spectral_norm import SNConvTranspose2d, preserved_power_iteration
 
@@ -124,15 +125,8 @@ class MGM(nn.Module):
 
         MGM runs once per instance; MGM* in groups of ``max_inst`` (empty slots padded).  In training
         the masks come in the network's slots already (``N == slots``)."""
-        if image.dim() != 5 or mask.dim() != 5:
-            raise ValueError(f"expected image [B,T,3,H,W] and mask [B,T,N,H,W], got {tuple(image.shape)} "
-                             f"and {tuple(mask.shape)}")
-        b, t, _, h, w = image.shape
-        if h % 32 or w % 32:
-            raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
+        mask = check_inputs(image, mask)
         n, slots = mask.shape[2], self.cfg.slots
-        if mask.shape[-2:] != (h, w):
-            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="nearest").reshape(b, t, n, h, w)
         if self.training:
             if n != slots:
                 raise ValueError(f"{self.cfg.arch} trains on {slots} mask slot(s), got {n}")
