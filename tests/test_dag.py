@@ -30,6 +30,11 @@ def test_dvc_resolves_the_expected_stages(stages):
                 "train_image", "train_video", "qualitative", "report"}
     expected |= {f"evaluate_image@{a}-{b}" for a in subsets for b in sources}
     expected |= {f"evaluate_video@{s}" for s in splits}
+    # The default compares with the references; baselines (none by default) get stages of their own.
+    refs = params["methods"]["references"]
+    assert params["methods"]["baselines"] == []
+    expected |= {f"evaluate_reference_image@{m}-{a}-{b}" for m in refs for a in subsets for b in sources}
+    expected |= {f"evaluate_reference_video@{m}-{s}" for m in refs for s in splits}
     assert names == expected
     assert len([s for s in stages if s.group == "evaluate_image"]) == len(subsets) * len(sources) == 20
     ev = next(s for s in stages if s.name == f"evaluate_image@{subsets[0]}-{sources[0]}")
@@ -49,7 +54,7 @@ def test_report_waits_for_every_evaluation(stages):
     report = next(s for s in stages if s.name == "report")
     inputs = set(resolve_inputs(report, stages))
     for s in stages:
-        if s.group in ("evaluate_image", "evaluate_video"):
+        if s.group.startswith("evaluate_"):
             assert set(s.outs) <= inputs, s.name
 
 

@@ -28,8 +28,20 @@ def check_results(project: Path) -> dict:
     for entry in list(metrics["image"].values()) + list(metrics["video"].values()):
         for method in ("maggie", "mask_as_alpha"):
             assert entry[method]["MAD"] >= 0
-    for name in ("tables.md", "image_table.csv", "mad_per_source.png", "training_curves.png", "mattes_grid.png"):
+    for name in ("tables.md", "image_table.csv", "mad_per_source.png", "training_curves.png", "mattes_grid.png",
+                 "comparison.md", "methods_grid.png", "grad_per_source.png"):
         assert (project / "reports" / name).stat().st_size > 0, name
+    # Every method of the tiny preset was trained (the baseline) and evaluated by its own stages.
+    comparison = metrics["comparison"]
+    assert set(comparison) == {"maggie", "mask_as_alpha", "closed_form", "mgm_tcvom"}
+    for method, entry in comparison.items():
+        assert set(entry["image"]) == {"in_dist", "held_out"} and len(entry["video"]) == 3, method
+    assert (project / "models/baselines/mgm_tcvom/video/best.safetensors").is_file()
+    table = (project / "reports" / "comparison.md").read_text()
+    assert "| mgm_tcvom | in_dist |" in table and "| closed_form | comp_hard |" in table
+    methods = sorted(p.relative_to(project / "eval" / "methods").parts[0]
+                     for p in (project / "eval" / "methods").rglob("*.json"))
+    assert methods.count("closed_form") == methods.count("mgm_tcvom") == 2 * 3 + 3
     evals = sorted(p.relative_to(project).as_posix() for p in (project / "eval" / "image").rglob("*.json"))
     assert len(evals) == 2 * 3  # subsets x mask sources of the tiny preset
     return metrics
@@ -48,7 +60,7 @@ def test_dvc_repro_runs_the_whole_dag(tmp_path):
     params["train"]["video"]["max_iter"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = json.loads(run(["dvc", "status", "--json"], project).stdout)
-    assert set(changed) == {"train_video"}, changed
+    assert set(changed) == {"train_video", "train_baseline_video@mgm_tcvom"}, changed
 
 
 def test_snakemake_runs_the_same_dag(tmp_path):

@@ -25,21 +25,36 @@ from . import dist
 from .data.layout import DataError, ImageTestSet, VideoTestSet
 from .inference import predict_frames, predict_video
 from .io_utils import write_json, write_png
+from .methods import NETWORK, has_video_training, weights_path
 from .metrics import TEMPORAL, MetricAccumulator, make_trimap
 from .models import WeightsError, load_model
 from .params import ParamsError, load_params, section
+from .references import REFERENCES, MissingDependency, reference_predictor
 from .visualize import colour_mattes, grid, label
 
 log = logging.getLogger("maggie.evaluate")
 
 
-def _accumulators(names) -> dict[str, MetricAccumulator]:
-    return {"maggie": MetricAccumulator(names), "mask_as_alpha": MetricAccumulator(names)}
+def _accumulators(names, method: str = "maggie") -> dict[str, MetricAccumulator]:
+    return {method: MetricAccumulator(names), "mask_as_alpha": MetricAccumulator(names)}
+
+
+def _title(method: str) -> str:
+    return {"maggie": "MaGGIe", "closed_form": "closed form"}.get(method, method)
+
+
+def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool):
+    """``predict(image [H, W, 3], masks [N, H, W]) -> [N, H, W]`` for a network, one image at a time."""
+    def predict(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return predict_frames(model, image[None], masks[None], short_size, device, quantise_masks=quantise_masks)[0]
+    return predict
 
 
 def evaluate_images(model, params: dict[str, Any], subset: str | None = None, source: str | None = None,
                     limit: int | None = None, device: torch.device | None = None, names=None,
-                    validation: bool = False, previews: Path | None = None) -> dict[str, Any]:
+                    validation: bool = False, previews: Path | None = None, method: str = "maggie",
+                    predict=None) -> dict[str, Any]:
+    """Metrics of a network (``model``) or of a reference method (``predict``) on one image benchmark."""
     test = section(params, "test")
     img_cfg = section(params, "test.image")
     subset = subset or img_cfg["val_subset"]
@@ -47,22 +62,22 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     names = tuple(names or test["metrics"])
     device = device or torch.device("cpu")
     data = ImageTestSet(section(params, "data")["root"], img_cfg["dir"], subset, source)
-    accs = _accumulators(names)
+    accs = _accumulators(names, method)
+    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg.get("quantise_masks", True))
     count = 0
     rows = []
     items = data.names[:limit] if limit else data.names
-    for name in tqdm(items, desc=f"eval {subset}/{source}", disable=validation, unit="img"):
+    for name in tqdm(items, desc=f"eval {method} {subset}/{source}", disable=validation, unit="img"):
         image, alphas, masks = data.load(name)
-        pred = predict_frames(model, image[None], masks[None], test["short_size"], device,
-                              quantise_masks=img_cfg.get("quantise_masks", True))[0]
+        pred = predict(image, masks)
         trimap = np.stack([make_trimap(a) for a in alphas])[None] if any(n.endswith(("_fg", "_bg", "_unk"))
                                                                           for n in names) else None
-        accs["maggie"].update(pred[None], alphas[None], trimap)
+        accs[method].update(pred[None], alphas[None], trimap)
         accs["mask_as_alpha"].update(masks[None].astype(np.float32), alphas[None], trimap)
         count += 1
         if previews is not None and len(rows) < 3:
             rows.append([label(image, name), label(colour_mattes(masks.astype(np.float32)), source),
-                         label(colour_mattes(pred), "MaGGIe"), label(colour_mattes(alphas), "truth")])
+                         label(colour_mattes(pred), _title(method)), label(colour_mattes(alphas), "truth")])
     if previews is not None and rows:
         write_png(previews, grid(rows))
     result = {k: acc.average() for k, acc in accs.items()}
@@ -86,32 +101,34 @@ def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> No
 
 def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
                     device: torch.device | None = None, names=None, validation: bool = False,
-                    previews: Path | None = None) -> dict[str, Any]:
+                    previews: Path | None = None, method: str = "maggie", predict=None) -> dict[str, Any]:
+    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split."""
     test = section(params, "test")
     vid_cfg = section(params, "test.video")
     split = split or vid_cfg["val_split"]
     names = tuple(names or (list(test["metrics"]) + list(vid_cfg.get("extra_metrics", []))))
     device = device or torch.device("cpu")
     data = VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split, vid_cfg.get("mask_dir", "xmem"))
-    accs = _accumulators(names)
+    accs = _accumulators(names, method)
     videos = data.videos[:limit] if limit else data.videos
     rows = []
-    for video in tqdm(videos, desc=f"eval {split}", disable=validation, unit="video"):
+    for video in tqdm(videos, desc=f"eval {method} {split}", disable=validation, unit="video"):
         frames = data.frames(video)
         gts, masks, preds = [], [], []
         stream = ((f.image, f.masks) for f in frames)
-        for frame, pred in zip(frames, predict_video(model, stream, test["short_size"], device,
-                                                     vid_cfg.get("clip_length", 3)), strict=True):
+        outputs = (predict(f.image, f.masks) for f in frames) if predict is not None else \
+            predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3))
+        for frame, pred in zip(frames, outputs, strict=True):
             gts.append(frame.alphas)
             masks.append(frame.masks.astype(np.float32))
             preds.append(pred)
         gt, mk, pr = np.stack(gts), np.stack(masks), np.stack(preds)
-        for method, values in (("maggie", pr), ("mask_as_alpha", mk)):
-            update_video(accs[method], values, gt)
+        for key, values in ((method, pr), ("mask_as_alpha", mk)):
+            update_video(accs[key], values, gt)
         if previews is not None and len(rows) < 2:
             mid = len(frames) // 2
             rows.append([label(frames[mid].image, f"{video} t={mid}"), label(colour_mattes(mk[mid]), "tracker mask"),
-                         label(colour_mattes(pr[mid]), "MaGGIe"), label(colour_mattes(gt[mid]), "truth")])
+                         label(colour_mattes(pr[mid]), _title(method)), label(colour_mattes(gt[mid]), "truth")])
     if previews is not None and rows:
         write_png(previews, grid(rows))
     result = {k: acc.average() for k, acc in accs.items()}
@@ -119,26 +136,43 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
     return result
 
 
+def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None:
+    """The weights a method is evaluated with (None for the references)."""
+    if method == NETWORK:
+        return str(Path(section(params, f"train.{kind}")["out_dir"]) / "best.safetensors")
+    if method in REFERENCES:
+        return None
+    stage = "video" if kind == "video" and has_video_training(params, method) else "image"
+    return str(weights_path(method, stage))
+
+
 def run_stage(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     params = load_params(args.params)
+    method = args.method
     rt = dist.setup(args.device)
-    weights = args.weights or str(Path(section(params, f"train.{kind}")["out_dir"]) / "best.safetensors")
-    model = load_model(weights, device=rt.device)
+    weights = args.weights or method_weights(params, method, kind)
+    model, predict = None, None
+    if weights is None:
+        settings = (section(params, "methods") or {}).get(method) or {}
+        predict = reference_predictor(method, settings)
+    else:
+        model = load_model(weights, device=rt.device)
     t0 = time.time()
     out_dir = Path(section(params, "test")["out_dir"])
+    base = Path(kind) if method == NETWORK else Path("methods") / method / kind
     if kind == "image":
-        stem = Path(kind) / args.subset / args.source
+        stem = base / args.subset / args.source
         result = evaluate_images(model, params, args.subset, args.source, device=rt.device,
-                                 previews=out_dir / "previews" / f"{stem}.png")
+                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
         result.update(subset=args.subset, source=args.source)
     else:
-        stem = Path(kind) / args.split
+        stem = base / args.split
         result = evaluate_videos(model, params, args.split, device=rt.device,
-                                 previews=out_dir / "previews" / f"{stem}.png")
+                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
         result.update(split=args.split)
-    result.update(weights=str(weights), seconds=round(time.time() - t0, 2))
+    result.update(method=method, weights=weights, seconds=round(time.time() - t0, 2))
     write_json(out_dir / f"{stem}.json", result)
-    log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result["maggie"]["MAD"],
+    log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
              result["mask_as_alpha"]["MAD"], result["count"])
     return result
 
@@ -154,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--split", required=True)
     for p in (pi, pv):
         p.add_argument("--params", default="params.yaml")
+        p.add_argument("--method", default=NETWORK, help="maggie, a baseline under 'baselines', or a reference "
+                       f"({', '.join(REFERENCES)})")
         p.add_argument("--weights", default=None, help="weights to evaluate (default: the trained stage's best)")
         p.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
         run_stage(args.kind, args)
-    except (ParamsError, DataError, WeightsError, FileNotFoundError) as exc:
+    except (ParamsError, DataError, WeightsError, FileNotFoundError, MissingDependency) as exc:
         print(f"maggie.evaluate: error: {exc}", file=sys.stderr)
         return 2
     return 0

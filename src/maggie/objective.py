@@ -32,10 +32,12 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
     valid = (gt.sum((3, 4), keepdim=True) > 0) | (batch["mask"].sum((3, 4), keepdim=True) > 0)
     valid = valid.to(gt.dtype)
     a8, a4, a1 = (out[k] * valid for k in ("alpha_os8", "alpha_os4", "alpha_os1"))
-    if torch.rand(()) < 0.75:
-        w4, w1 = out["weight_os4"], out["weight_os1"]
-    else:
+    # MaGGIe draws between its refinement bands and its detail region; the MGM baselines have
+    # no detail region and always use their bands (the reference's rule for them).
+    if "detail_mask" in out and not torch.rand(()) < 0.75:
         w4 = w1 = out["detail_mask"]
+    else:
+        w4, w1 = out["weight_os4"], out["weight_os1"]
     w8 = os8_weights(gt, a8, w.loss_reweight_os8)
     flat = [x.reshape(b * t, n, h, w_) for x in (gt, a8, a4, a1, w8, w4, w1)]
     g, p8, p4, p1, q8, q4, q1 = flat
@@ -65,3 +67,13 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
         total = total + w.loss_temp_w * temp
     terms["total"] = total
     return terms
+
+
+def method_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], w: LossWeights
+                ) -> dict[str, torch.Tensor]:
+    """The objective of whichever network produced ``out``: SparseMat's own, else the one above."""
+    if "refinements" in out:
+        from .models.sparsemat import sparsemat_loss
+
+        return sparsemat_loss(out, batch["alpha"], w.loss_alpha_w, w.loss_alpha_lap_w, w.loss_alpha_grad_w)
+    return training_loss(out, batch, w)

@@ -3,7 +3,10 @@
 ``metrics.json`` is what ``dvc metrics diff`` compares.  The tables follow the paper's
 layout: one row per (subset, mask source) with MaGGIe and the mask-as-alpha reference,
 the mean (and standard deviation) over mask sources per subset, and one row per video
-split.  Plots are written both as CSV (for ``dvc plots``) and as PNG images.
+split.  ``comparison.md`` (and ``metrics.json``'s ``comparison``) puts every method of
+``methods`` beside MaGGIe: mean (std over mask sources) per subset and one row per split,
+with plots of each metric per mask source per method and ``methods_grid.png``.
+Plots are written both as CSV (for ``dvc plots``) and as PNG images.
 """
 
 from __future__ import annotations
@@ -40,6 +43,75 @@ def gather(params: dict[str, Any]) -> dict[str, Any]:
     ]
     video_rows = [_load(out_dir / "video" / f"{s}.json") for s in vid["splits"]]
     return {"image": image_rows, "video": video_rows}
+
+
+def compared_methods(params: dict[str, Any]) -> list[str]:
+    """Every method in the comparison, in table order."""
+    methods = params.get("methods") or {}
+    return ["maggie", "mask_as_alpha", *(methods.get("references") or []), *(methods.get("baselines") or [])]
+
+
+def gather_methods(params: dict[str, Any], rows: dict[str, Any]) -> dict[str, Any]:
+    """Per method, its image rows (subset x source) and video rows (split), MaGGIe's and the mask's included."""
+    out_dir = Path(section(params, "test")["out_dir"])
+    img, vid = section(params, "test.image"), section(params, "test.video")
+    table: dict[str, Any] = {}
+    for m in compared_methods(params):
+        if m in METHODS:
+            table[m] = {"image": [{**r, "values": r[m]} for r in rows["image"]],
+                        "video": [{**r, "values": r[m]} for r in rows["video"]]}
+            continue
+        base = out_dir / "methods" / m
+        image = [_load(base / "image" / s / f"{src}.json") for s in img["subsets"] for src in img["mask_sources"]]
+        video = [_load(base / "video" / f"{s}.json") for s in vid["splits"]]
+        table[m] = {"image": [{**r, "values": r[m]} for r in image], "video": [{**r, "values": r[m]} for r in video]}
+    return table
+
+
+def comparison(table: dict[str, Any], params: dict[str, Any], names: list[str], vid_names: list[str]
+               ) -> tuple[dict[str, Any], str]:
+    """Mean (std over mask sources) per method and subset, and per method and split, as metrics and markdown."""
+    subsets = section(params, "test.image")["subsets"]
+    splits = section(params, "test.video")["splits"]
+    summary: dict[str, Any] = {}
+    header = ["method", "subset"] + names
+    md = ["### Images: mean (std) over mask sources", "", "| " + " | ".join(header) + " |",
+          "|" + "---|" * len(header)]
+    for subset in subsets:
+        for m, entry in table.items():
+            vals = {n: [r["values"][n] for r in entry["image"] if r["subset"] == subset] for n in names}
+            summary.setdefault(m, {"image": {}, "video": {}})["image"][subset] = {
+                **{n: float(np.mean(v)) for n, v in vals.items()},
+                **{f"{n}_std": float(np.std(v)) for n, v in vals.items()}}
+            md.append("| " + " | ".join([m, subset] + [f"{np.mean(v):.2f} ({np.std(v):.2f})"
+                                                       for v in vals.values()]) + " |")
+    header = ["method", "split"] + vid_names
+    md += ["", "### Video", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for split in splits:
+        for m, entry in table.items():
+            row = next(r for r in entry["video"] if r["split"] == split)["values"]
+            summary[m]["video"][split] = {n: float(row[n]) for n in vid_names}
+            md.append("| " + " | ".join([m, split] + [f"{row[n]:.2f}" for n in vid_names]) + " |")
+    return summary, "\n".join(md) + "\n"
+
+
+def comparison_grid(params: dict[str, Any], methods: list[str], report_dir: Path) -> None:
+    """The same test images' previews for every method, one block per method."""
+    import cv2
+
+    from .visualize import grid
+
+    out_dir = Path(section(params, "test")["out_dir"]) / "previews"
+    img = section(params, "test.image")
+    stem = Path("image") / img["subsets"][0] / f"{img['mask_sources'][0]}.png"
+    rows = []
+    for m in methods:
+        path = out_dir / stem if m in METHODS else out_dir / "methods" / m / stem
+        tile = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        if tile is not None:
+            rows.append([cv2.cvtColor(tile, cv2.COLOR_BGR2RGB)])
+    if rows:
+        write_png(report_dir / "methods_grid.png", grid(rows, tile_height=min(r[0].shape[0] for r in rows)))
 
 
 def summarise(rows: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +250,10 @@ def run(params_path: str) -> dict[str, Any]:
     metrics = summarise(rows, params)
     names = list(test["metrics"])
     vid_names = names + list(section(params, "test.video").get("extra_metrics", []))
+    table = gather_methods(params, rows)
+    metrics["comparison"], md_compare = comparison(table, params, names, vid_names)
     write_json(Path(test["metrics_file"]), metrics)
+    write_text(report_dir / "comparison.md", "## Method comparison\n\n" + md_compare)
     csv_text, md_image = image_table(rows["image"], metrics, names)
     write_text(report_dir / "image_table.csv", csv_text)
     md_video = video_table(rows["video"], vid_names)
@@ -186,19 +261,22 @@ def run(params_path: str) -> dict[str, Any]:
     md_qual = qualitative_section(Path(qualitative.get("out_dir") or "eval/qualitative"), report_dir)
     write_text(report_dir / "tables.md", "## Images\n\n" + md_image + "\n## Video\n\n" + md_video
                + ("\n" + md_qual if md_qual else ""))
-    per_source = ["subset,source,maggie_MAD,mask_as_alpha_MAD"] + [
-        f"{r['subset']},{r['source']},{r['maggie']['MAD']:.4f},{r['mask_as_alpha']['MAD']:.4f}" for r in rows["image"]]
+    per_source = [",".join(["subset", "source"] + [f"{m}_MAD" for m in table])] + [
+        ",".join([r["subset"], r["source"]] + [f"{table[m]['image'][i]['values']['MAD']:.4f}" for m in table])
+        for i, r in enumerate(rows["image"])]
     write_text(report_dir / "mad_per_source.csv", "\n".join(per_source) + "\n")
     labels = [f"{r['subset']}/{r['source']}" for r in rows["image"]]
-    bar_plot(report_dir / "mad_per_source.png", labels,
-             {m: [r[m]["MAD"] for r in rows["image"]] for m in METHODS}, "MAD per subset and mask source")
+    for n in names:
+        bar_plot(report_dir / ("mad_per_source.png" if n == "MAD" else f"{n.lower()}_per_source.png"), labels,
+                 {m: [r["values"][n] for r in table[m]["image"]] for m in table}, f"{n} per subset and mask source")
+    comparison_grid(params, list(table), report_dir)
     bar_plot(report_dir / "video_mad.png", [r["split"] for r in rows["video"]],
-             {m: [r[m]["MAD"] for r in rows["video"]] for m in METHODS}, "Video MAD per split")
+             {m: [r["values"]["MAD"] for r in table[m]["video"]] for m in table}, "Video MAD per split")
     curve_plot(report_dir / "training_curves.png",
                {s: Path(section(params, f"train.{s}")["out_dir"]) / "train_curve.csv" for s in ("image", "video")})
     preview_grid(Path(test["out_dir"]), report_dir)
-    for kind, entries in metrics.items():
-        for name, e in entries.items():
+    for kind in ("image", "video"):
+        for name, e in metrics[kind].items():
             log.info("%s %s: MAD %.3f vs mask %.3f (%.0f%% lower)", kind, name, e["maggie"]["MAD"],
                      e["mask_as_alpha"]["MAD"], 100 * e["mad_reduction_vs_mask"])
     return metrics

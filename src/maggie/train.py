@@ -26,9 +26,10 @@ from tqdm import tqdm
 from . import dist
 from .checkpointing import init_weights, load_training_state, remove_stale_tmp, save_training_state
 from .io_utils import write_json, write_text
-from .models import DecoderState, MaGGIe, MaggieConfig, save_weights
+from .models import DecoderState, build_model, save_weights
+from .models.encoder import ShortcutEncoder
 from .models.pretrained_encoder import load_pretrained_encoder, resolve_pretrained
-from .objective import training_loss
+from .objective import method_loss
 from .params import ParamsError, load_params, section, stage_settings
 
 log = logging.getLogger("maggie.train")
@@ -157,8 +158,12 @@ def matte_preview(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) 
 
 
 def train(stage: str, params_path: str, max_iter_override: int | None = None,
-          out_dir_override: str | None = None) -> dict[str, Any]:
-    params = load_params(params_path)
+          out_dir_override: str | None = None, method: str = "maggie") -> dict[str, Any]:
+    from .methods import has_video_training, method_params
+
+    params = method_params(load_params(params_path), method)
+    if method != "maggie" and stage == "video" and not has_video_training(params, method):
+        return reuse_image_weights(params, method)
     mset, tset = stage_settings(params, stage)
     if max_iter_override is not None:
         tset.max_iter = max_iter_override
@@ -181,10 +186,12 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     np.random.seed(tset.seed)
 
     dataset = build_dataset(params, stage)
-    model = MaGGIe(MaggieConfig(arch=mset.arch, max_inst=mset.max_inst, warmup_detail_iter=mset.warmup_detail_iter,
-                                refine_mode=mset.refine_mode))
+    model = build_model(mset.arch, max_inst=mset.max_inst, warmup_detail_iter=mset.warmup_detail_iter,
+                        refine_mode=mset.refine_mode)
     pretrained = resolve_pretrained((mset.encoder_args or {}).get("pretrained"))
     if pretrained is not None:
+        if not isinstance(getattr(model, "encoder", None), ShortcutEncoder):
+            raise ParamsError(f"model.{stage}.encoder_args.pretrained: {mset.arch} has no ResNet-34 encoder to load")
         load_pretrained_encoder(model.encoder, pretrained)
     if tset.init:
         source = str(Path(section(params, "train.image")["out_dir"]) / "best.safetensors") \
@@ -234,7 +241,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
         with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             gt = batch["alpha"].flatten(0, 1)
             out = model(batch["image"], batch["mask"], state=DecoderState(iteration=step, gt_alpha=gt))
-            losses = training_loss(out, batch, mset)
+            losses = method_loss(out, batch, mset)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(losses["total"]).backward()
@@ -298,6 +305,27 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     return summary
 
 
+def reuse_image_weights(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """A baseline without video training: its video model is its image model, run frame by frame."""
+    import os
+    import shutil
+
+    src = Path(section(params, "train.image")["out_dir"]) / "best.safetensors"
+    out_dir = Path(section(params, "train.video")["out_dir"])
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: {method} has no image weights yet; run its image stage first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ckpt").mkdir(exist_ok=True)
+    tmp = out_dir / f".best.safetensors.tmp{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, out_dir / "best.safetensors")
+    summary = {"stage": "video", "steps": 0, "method": method,
+               "note": "no video training (baselines.<name>.video is null): the image weights, frame by frame"}
+    write_json(out_dir / "train_summary.json", summary)
+    log.info("%s: no video training; %s reused for video", method, src)
+    return summary
+
+
 @torch.no_grad()
 def weight_checksums(model: nn.Module) -> list[float]:
     """Sum of every parameter of every rank (gathered): equal values mean the ranks are in sync."""
@@ -334,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--max-iter", type=int, default=None, help="override train.<stage>.max_iter (e.g. to stop early)")
     ap.add_argument("--out-dir", default=None, help="override train.<stage>.out_dir")
+    ap.add_argument("--method", default="maggie", help="maggie, or a baseline named under 'baselines' in params.yaml")
     args = ap.parse_args(argv)
     try:
-        train(args.stage, args.params, args.max_iter, args.out_dir)
+        train(args.stage, args.params, args.max_iter, args.out_dir, args.method)
     except (ParamsError, FileNotFoundError, ValueError) as exc:
         print(f"maggie.train: error: {exc}", file=sys.stderr)
         return 2
