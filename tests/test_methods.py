@@ -1,0 +1,123 @@
+"""Methods beside MaGGIe: baseline overlays, their training through maggie.train, references, evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tiny_project import make_data, make_project, run
+
+from maggie.methods import method_params
+from maggie.models import SparseMat, load_model
+from maggie.objective import method_loss
+from maggie.params import LossWeights, ParamsError, load_params
+from maggie.references import closed_form_alpha, mask_alpha, reference_predictor, trimap_from_mask
+
+pymatting = pytest.importorskip("pymatting")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    overrides = {"train": {"image": {"max_iter": 1, "val_iter": 100, "batch_size": 2},
+                           "video": {"max_iter": 1, "val_iter": 100, "batch_size": 1}}}
+    project = make_project(tmp_path_factory.mktemp("methods"), overrides)
+    make_data(project)
+    return project
+
+
+def test_baseline_overlay_follows_its_reference_config(tiny):
+    params = load_params(tiny / "params.yaml")
+    mgm = method_params(params, "mgm_tcvom")
+    assert mgm["model"]["image"]["arch"] == "mgm" and mgm["model"]["video"]["arch"] == "mgm_tcvom"
+    assert mgm["model"]["video"]["loss_atten_w"] == 1.0 and mgm["model"]["image"]["loss_reweight_os8"] is False
+    assert mgm["dataset"]["train"]["image"]["max_inst"] == 1
+    assert mgm["train"]["video"]["out_dir"] == "models/baselines/mgm_tcvom/video"
+    assert params["model"]["image"]["arch"] == "maggie_image"  # the input is left alone
+    assert method_params(params, "maggie") is params
+    with pytest.raises(ParamsError, match="no 'baselines.nope' entry"):
+        method_params(params, "nope")
+
+
+def test_sparsemat_and_mgm_train_through_the_engine(tiny):
+    for method in ("sparsemat", "mgm"):
+        for stage in ("image", "video"):
+            run([sys.executable, "-m", "maggie.train", "--stage", stage, "--method", method,
+                 "--params", "params.yaml"], tiny)
+    sm = load_model(tiny / "models/baselines/sparsemat/video/best.safetensors")
+    assert isinstance(sm, SparseMat)
+    summary = json.loads((tiny / "models/baselines/sparsemat/video/train_summary.json").read_text())
+    assert summary["steps"] == 1
+    # MGM has no video training: its video model is its image model.
+    mgm = tiny / "models/baselines/mgm"
+    assert (mgm / "video/best.safetensors").read_bytes() == (mgm / "image/best.safetensors").read_bytes()
+    assert json.loads((mgm / "video/train_summary.json").read_text())["steps"] == 0
+    # Both are then evaluated by the evaluation stage's command.
+    run([sys.executable, "-m", "maggie.evaluate", "video", "--method", "mgm", "--split", "comp_easy",
+         "--params", "params.yaml"], tiny)
+    result = json.loads((tiny / "eval/methods/mgm/video/comp_easy.json").read_text())
+    assert result["method"] == "mgm" and result["mgm"]["MAD"] >= 0 and "dtSSD" in result["mgm"]
+
+
+def test_sparsemat_objective_is_dispatched():
+    model = SparseMat().train()
+    x = torch.randn(2, 1, 3, 64, 64)
+    gt = torch.zeros(2, 1, 1, 64, 64)
+    gt[..., 10:50, 10:50] = 1
+    out = model(x, (gt > 0.5).float())
+    losses = method_loss(out, {"alpha": gt, "mask": gt}, LossWeights())
+    assert {"loss_rec", "loss_lap", "loss_grad", "total"} == set(losses)
+
+
+def test_trimap_band():
+    mask = np.zeros((40, 40), np.float32)
+    mask[10:30, 10:30] = 1
+    tri = trimap_from_mask(mask, 3)
+    assert tri[20, 20] == 1.0 and tri[0, 0] == 0.0
+    # Rows 10..29 are the mask: 3 px either side of its edge (rows 7..12) are unknown.
+    assert all(tri[r, 20] == 0.5 for r in range(7, 13))
+    assert tri[13, 20] == 1.0 and tri[6, 20] == 0.0
+
+
+def test_closed_form_recovers_a_soft_edge_and_normalises_instances():
+    rng = np.random.default_rng(0)
+    h, w = 48, 64
+    xs = np.clip((np.arange(w) - 28) / 8.0, 0, 1)  # a soft vertical edge from x=28 to x=36
+    true_alpha = np.tile(xs, (h, 1))
+    fg, bg = np.array([230.0, 40, 40]), np.array([30.0, 60, 200])
+    image = (true_alpha[..., None] * fg + (1 - true_alpha[..., None]) * bg + rng.normal(0, 1, (h, w, 3)))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    mask = (true_alpha > 0.5).astype(np.float32)
+    alpha = closed_form_alpha(image, mask[None], band=8)[0]
+    band = (xs > 0) & (xs < 1)
+    assert np.abs(alpha[:, band] - true_alpha[:, band]).mean() < 0.05
+    assert np.abs(mask[:, band] - true_alpha[:, band]).mean() > 0.2  # the mask itself is far off there
+    # Two overlapping masks of the same person: each solves to ~the same matte; the pair is scaled to sum <= 1.
+    both = closed_form_alpha(image, np.stack([mask, mask]), band=8)
+    assert both.sum(0).max() <= 1.0 + 1e-5
+    np.testing.assert_allclose(both[0], both[1])
+    assert mask_alpha(image, mask[None]).dtype == np.float32
+    with pytest.raises(ValueError, match="unknown reference method"):
+        reference_predictor("nope")
+
+
+def test_reference_evaluation_stage(tiny):
+    run([sys.executable, "-m", "maggie.evaluate", "image", "--method", "closed_form", "--subset", "in_dist",
+         "--source", "sim05_holes", "--params", "params.yaml"], tiny)
+    result = json.loads((tiny / "eval/methods/closed_form/image/in_dist/sim05_holes.json").read_text())
+    assert result["weights"] is None and result["count"] == 2
+    assert set(result["closed_form"]) >= {"MAD", "MSE", "SAD", "Grad", "Conn"}
+    assert (tiny / "eval/previews/methods/closed_form/image/in_dist/sim05_holes.png").stat().st_size > 0
+
+
+def test_cost_benchmark_writes_a_row_per_method_and_count(tmp_path):
+    out = tmp_path / "cost.json"
+    run([sys.executable, "-m", "maggie.bench_methods", "--size", "64", "64", "--instances", "1", "2", "--methods",
+         "mgm", "sparsemat", "--repeats", "1", "--out", str(out)], tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["instances"]) for r in rows] == [("mgm", 1), ("mgm", 2), ("sparsemat", 1),
+                                                            ("sparsemat", 2)]
+    assert all(r["ms_per_frame"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert out.with_suffix(".png").stat().st_size > 0
