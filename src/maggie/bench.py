@@ -52,27 +52,31 @@ def run_case(h: int, w: int, n: int, mode: str, fraction: float, device: str, re
     mask = torch.zeros(1, 1, n, h, w, device=dev)
     for i in range(n):
         mask[0, 0, i, :, int(i * w / n): int((i + 1) * w / n)] = 1
-    with torch.no_grad():
-        model(image, mask)  # warm-up
+    times, peak = time_forward(model, image, mask, dev, repeats)
+    return {"height": h, "width": w, "instances": n, "mode": mode, "detail_fraction": fraction, "device": device,
+            "latency_ms": 1000 * float(np.median(times)), "peak_mem_mb": peak}
+
+
+@torch.no_grad()
+def time_forward(model, image: torch.Tensor, mask: torch.Tensor, dev: torch.device, repeats: int
+                 ) -> tuple[list[float], float]:
+    """Seconds per forward after a warm-up, and peak memory in MB (CUDA: max allocated; CPU: peak RSS)."""
+    model(image, mask)  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(image, mask)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(image, mask)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    out = {"height": h, "width": w, "instances": n, "mode": mode, "detail_fraction": fraction, "device": device,
-           "latency_ms": 1000 * float(np.median(times))}
+        times.append(time.perf_counter() - t0)
     if dev.type == "cuda":
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        import resource
+        return times, torch.cuda.max_memory_allocated() / 2**20
+    import resource
 
-        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+    return times, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def plot(results: list[dict], path: Path) -> None:

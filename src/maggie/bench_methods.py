@@ -17,7 +17,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ def inputs(h: int, w: int, n: int, frames: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def one_case(method: str, n: int, h: int, w: int, device: str, repeats: int) -> dict:
+    from .bench import time_forward
     from .dist import pick_device
     from .models import build_model
 
@@ -48,24 +48,7 @@ def one_case(method: str, n: int, h: int, w: int, device: str, repeats: int) -> 
     frames = 3 if method == "mgm_tcvom" else 1
     image, masks = inputs(h, w, n, frames)
     image, masks = image.to(dev), masks.to(dev)
-    with torch.no_grad():
-        model(image, masks)  # warm-up
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(image, masks)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times, peak = time_forward(model, image, masks, dev, repeats)
     per_frame = sorted(times)[len(times) // 2] / frames
     return {"method": method, "instances": n, "ms_per_frame": round(1000 * per_frame, 1), "peak_mb": round(peak, 1),
             "frames": frames, "device": str(dev)}
