@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lpn import ConvIBNormRelu
 from .sparse_ops import DenseLevel, downsample_sites
 
 
@@ -129,9 +130,9 @@ class SparseCAM(nn.Module):
 
     def __init__(self, local_channels: int = 512, global_channels: int = 32):
         super().__init__()
-        self.conv_f = _Conv1x1(global_channels, global_channels, relu=True)
-        self.conv_b = _Conv1x1(global_channels, global_channels, relu=True)
-        self.conv_g = _Conv1x1(2 * global_channels, local_channels, relu=False)
+        self.conv_f = ConvIBNormRelu(global_channels, global_channels, 1, ibn=False)
+        self.conv_b = ConvIBNormRelu(global_channels, global_channels, 1, ibn=False)
+        self.conv_g = ConvIBNormRelu(2 * global_channels, local_channels, 1, ibn=False, relu=False)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Per-item gate ``[B, C]`` from ``ctx`` ``[B, 32, h, w]`` and the low-resolution matte."""
@@ -139,18 +140,6 @@ class SparseCAM(nn.Module):
         fg = self.conv_f((ctx * m).mean((2, 3), keepdim=True))
         bg = self.conv_b((ctx * (1 - m)).mean((2, 3), keepdim=True))
         return torch.sigmoid(self.conv_g(torch.cat([fg, bg], 1)))[:, :, 0, 0]
-
-
-class _Conv1x1(nn.Module):
-    def __init__(self, cin: int, cout: int, relu: bool):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 1)]
-        if relu:
-            layers.append(nn.ReLU(inplace=True))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 class _UpBlock(nn.ModuleList):
