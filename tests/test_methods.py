@@ -11,7 +11,7 @@ import torch
 from tiny_project import make_data, make_project, run
 
 from maggie.methods import method_params
-from maggie.models import SparseMat, load_model
+from maggie.models import InstMatt, SparseMat, load_model
 from maggie.objective import method_loss
 from maggie.params import LossWeights, ParamsError, load_params
 from maggie.references import closed_form_alpha, mask_alpha, reference_predictor, trimap_from_mask
@@ -41,8 +41,8 @@ def test_baseline_overlay_follows_its_reference_config(tiny):
         method_params(params, "nope")
 
 
-def test_sparsemat_and_mgm_train_through_the_engine(tiny):
-    for method in ("sparsemat", "mgm"):
+def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
+    for method in ("sparsemat", "mgm", "instmatt"):
         for stage in ("image", "video"):
             run([sys.executable, "-m", "maggie.train", "--stage", stage, "--method", method,
                  "--params", "params.yaml"], tiny)
@@ -54,6 +54,10 @@ def test_sparsemat_and_mgm_train_through_the_engine(tiny):
     mgm = tiny / "models/baselines/mgm"
     assert (mgm / "video/best.safetensors").read_bytes() == (mgm / "image/best.safetensors").read_bytes()
     assert json.loads((mgm / "video/train_summary.json").read_text())["steps"] == 0
+    im = load_model(tiny / "models/baselines/instmatt/image/best.safetensors")
+    assert isinstance(im, InstMatt) and im.cfg.arch == "instmatt"
+    curve = (tiny / "models/baselines/instmatt/image/train_curve.csv").read_text().splitlines()
+    assert "loss_sum_one" in curve[0] and len(curve) == 2
     # Both are then evaluated by the evaluation stage's command.
     run([sys.executable, "-m", "maggie.evaluate", "video", "--method", "mgm", "--split", "comp_easy",
          "--params", "params.yaml"], tiny)

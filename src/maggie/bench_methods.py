@@ -24,7 +24,7 @@ import torch
 from .io_utils import write_figure, write_json
 
 METHODS = {"maggie": "maggie_image", "mgm": "mgm", "mgm_stacked": "mgm_stacked", "mgm_tcvom": "mgm_tcvom",
-           "sparsemat": "sparsemat"}
+           "sparsemat": "sparsemat", "instmatt": "instmatt"}
 
 
 def inputs(h: int, w: int, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -71,7 +71,11 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
 
 def method_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], w: LossWeights
                 ) -> dict[str, torch.Tensor]:
-    """The objective of whichever network produced ``out``: SparseMat's own, else the one above."""
+    """The objective of whichever network produced ``out``: SparseMat's or InstMatt's own, else the one above."""
+    if "refined" in out:
+        from .models.instmatt import instmatt_loss
+
+        return instmatt_loss(out, batch["alpha"], w.loss_alpha_w, w.loss_alpha_lap_w, w.loss_sum_one_w)
     if "refinements" in out:
         from .models.sparsemat import sparsemat_loss
 

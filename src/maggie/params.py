@@ -61,6 +61,7 @@ class LossWeights:
     loss_reweight_os8: bool = True
     loss_dtSSD_w: float = 0.0
     loss_temp_w: float = 1.0
+    loss_sum_one_w: float = 0.0  # InstMatt: its tri-mattes T + R + B should add up to 1
 
 
 @dataclass

@@ -4,15 +4,19 @@
 
 The tests assert the tolerance; this prints the actual mean / max absolute differences and
 the share of values off by more than 1e-2, per output, for both refinement paths, and for the
-baselines whose fixtures are in ``<fixtures>/baselines`` (MGM, MGM*, MGM+TCVOM, SparseMat).
+baselines whose fixtures are in ``<fixtures>/baselines`` (MGM, MGM*, MGM+TCVOM, SparseMat), and
+InstMatt, whose fixture was made from the authors' ``nowsyn/InstMatt`` by
+``tests/fixtures/instmatt/make_fixture.py`` (``--instmatt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +41,35 @@ def baseline_weights(fixtures: Path, arch: str, shared: dict) -> dict:
     keys = json.loads((fixtures / "baselines" / f"{arch}_keys.json").read_text())
     own = load_file(str(fixtures / "baselines" / f"{arch}_own_weights.safetensors"))
     return {k: own[k] if k in own else shared[k] for k in keys}
+
+
+def instmatt_case(fixtures: Path, instmatt_dir: Path) -> tuple[dict, dict, Any]:
+    """InstMatt's state dict, its fixture case, and the fixture's ``refiner_inputs`` builder.
+
+    The network shares MGM's tensors (``<fixtures>/baselines``); the ones whose shapes differ and
+    the refiner's are in the fixture folder, as its ``make_fixture.py`` derived them."""
+    keys = json.loads((instmatt_dir / "instmatt_keys.json").read_text())
+    own = load_file(str(instmatt_dir / "instmatt_own_weights.safetensors"))
+    mgm = baseline_weights(fixtures, "mgm", load_file(str(fixtures / "maggie_image_weights.safetensors")))
+    sd = {k: (own[k] if k in own else mgm[k]).float() for k in keys}
+    spec = importlib.util.spec_from_file_location("instmatt_fixture", instmatt_dir / "make_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sd, dict(np.load(instmatt_dir / "instmatt_4inst.npz")), module.refiner_inputs
+
+
+def instmatt_report(fixtures: Path, instmatt_dir: Path) -> dict:
+    sd, case, refiner_inputs = instmatt_case(fixtures, instmatt_dir)
+    model = load_model(sd)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(case["image"]), torch.from_numpy(case["mask"]))
+        masks = torch.from_numpy(case["refiner_masks"]).float()
+        tri, feat = refiner_inputs(masks)
+        image = torch.from_numpy(case["refiner_image"]).float().expand(len(masks), -1, -1, -1)
+        refined = model.refiner.refine(image, tri, feat)
+    return {"instmatt/alpha_os8": _diff(pred["alpha_os8"][0, 0], case["out_alpha_os8"][:, 0]),
+            "instmatt/trimatte": _diff(pred["trimatte"][0, 0], case["out_final"]),
+            "instmatt/refiner": _diff(refined, case["refiner_out"])}
 
 
 def _diff(pred: torch.Tensor, ref: np.ndarray) -> dict:
@@ -74,6 +107,7 @@ def report(fixtures: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", default="../shared/parity")
+    ap.add_argument("--instmatt", default="tests/fixtures/instmatt", help="InstMatt's fixture folder")
     ap.add_argument("--out", default="benchmarks/parity.json")
     args = ap.parse_args(argv)
     fixtures = Path(args.fixtures)
@@ -81,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maggie.parity_report: error: {fixtures}: no parity fixtures here", file=sys.stderr)
         return 2
     rows = report(fixtures)
+    if (Path(args.instmatt) / "instmatt_4inst.npz").exists():
+        rows.update(instmatt_report(fixtures, Path(args.instmatt)))
     for name, r in rows.items():
         print(f"{name:32s} mean {r['mean_abs']:.2e}  max {r['max_abs']:.2e}  >1e-2 {r['share_over_1e-2']:.4%}")
     write_json(args.out, rows)

@@ -224,7 +224,8 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
         # Its own generator: iterating must not draw from the global RNG that a resume restores.
         generator=torch.Generator().manual_seed(tset.seed))
     curve = CurveWriter(out_dir / "train_curve.csv", ["step", "lr", "loss", "loss_rec", "loss_lap", "loss_grad",
-                                                      "loss_atten", "loss_dtSSD", "loss_temp"], keep=start > 0)
+                                                      "loss_atten", "loss_dtSSD", "loss_temp", "loss_sum_one"],
+                         keep=start > 0)
     val_curve = CurveWriter(out_dir / "val_curve.csv", ["step", "MAD", "MSE", "SAD"], keep=start > 0)
     run = make_wandb(params, stage, rt.is_main)
     log.info("stage %s: %d samples, steps %d..%d, batch %d on %d x %s", stage, len(dataset), start, tset.max_iter,

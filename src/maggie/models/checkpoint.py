@@ -37,6 +37,8 @@ def detect_arch(state_dict: dict[str, torch.Tensor]) -> str:
     if "lpn.decoder.p0x.layers.0.weight" in state_dict and "shm.decoder.conv_p8x.weight" in state_dict:
         return "sparsemat"
     stem = state_dict.get("encoder.conv1.module.weight_bar")
+    if "refiner.split.weight" in state_dict:
+        return "instmatt"
     if "decoder.refine_OS8.0.weight" in state_dict and stem is not None and stem.dim() == 4:
         arch = "mgm" if stem.shape[1] == 4 else "mgm_stacked"  # RGB + 1 mask, or RGB + 10 stacked masks
         return arch + "_tcvom" if "decoder.fam.key_conv.weight" in state_dict else arch
@@ -125,9 +127,9 @@ def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str |
                device: str | torch.device = "cpu", **config: Any) -> torch.nn.Module:
     """Build a network in eval mode from weights (path, hub id, or state_dict).
 
-    ``arch`` is ``"maggie_image"``, ``"maggie_video"``, ``"mgm"``, ``"mgm_stacked"``, ``"mgm_tcvom"`` or
-    ``"mgm_stacked_tcvom"`` or ``"sparsemat"``; ``None`` detects it from the keys.  Extra keyword arguments override the
-    config's fields (e.g. ``refine_mode="dense"``).
+    ``arch`` is ``"maggie_image"``, ``"maggie_video"``, ``"mgm"``, ``"mgm_stacked"``, ``"mgm_tcvom"``,
+    ``"mgm_stacked_tcvom"``, ``"sparsemat"`` or ``"instmatt"``; ``None`` detects it from the keys.
+    Extra keyword arguments override the config's fields (e.g. ``refine_mode="dense"``).
     """
     info: dict[str, Any] = {}
     if isinstance(weights, dict):
@@ -146,10 +148,14 @@ def load_model(weights: str | os.PathLike | dict[str, torch.Tensor], arch: str |
 
 def build_model(arch: str, **config: Any) -> torch.nn.Module:
     """A freshly initialised network of ``arch``; ``config`` fields the arch does not have are ignored."""
+    from .instmatt import INSTMATT_ARCHS, InstMatt, InstMattConfig
     from .mgm import MGM, MGM_ARCHS, MGMConfig
     from .sparsemat import SPARSEMAT_ARCHS, SparseMat, SparseMatConfig
     from .tcvom import TCVOM, TCVOM_ARCHS
 
+    if arch in INSTMATT_ARCHS:
+        fields = {k: v for k, v in config.items() if k in InstMattConfig.__dataclass_fields__}
+        return InstMatt(InstMattConfig(**{**fields, "arch": arch}))
     if arch in SPARSEMAT_ARCHS:
         fields = {k: v for k, v in config.items() if k in SparseMatConfig.__dataclass_fields__}
         return SparseMat(SparseMatConfig(**{**fields, "arch": arch}))

@@ -62,6 +62,25 @@ def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, l
     return total
 
 
+def pyramid_l1(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, levels: int = 5) -> torch.Tensor:
+    """InstMatt's (FBA Matting's) Laplacian loss: weighted L1 per level, level i weighted 2^i.
+
+    ``pred``/``gt`` ``[M, C, H, W]`` with ``weight`` ``[M, 1, H, W]`` broadcast over the channels
+    (each level normalised by the weight's own sum, as the reference does); each level halves
+    the weight map by taking every other pixel.  Levels below 3 px (too small to blur) are skipped."""
+    total = pred.new_zeros(())
+    p, g, w = pred, gt, weight
+    for i in range(levels):
+        if min(p.shape[-2:]) < 3:
+            break
+        h, w_ = p.shape[-2:]
+        p_down, g_down = _blur(p)[:, :, ::2, ::2], _blur(g)[:, :, ::2, ::2]
+        lp, lg = p - _upsample(p_down)[..., :h, :w_], g - _upsample(g_down)[..., :h, :w_]
+        total = total + (2 ** i) * weighted_l1(lp, lg, w)
+        p, g, w = p_down, g_down, w[:, :, ::2, ::2]
+    return total
+
+
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 
 

@@ -45,8 +45,10 @@ class MGMConfig:
 class MGMDecoder(nn.Module):
     """``res_shortcut_22``: four upsampling stages with encoder shortcuts and OS8/OS4/OS1 heads."""
 
-    def __init__(self, out_channels: int, layers: tuple[int, int, int, int] = (2, 3, 3, 2)):
+    def __init__(self, out_channels: int, layers: tuple[int, int, int, int] = (2, 3, 3, 2),
+                 return_feature: bool = False):
         super().__init__()
+        self.return_feature = return_feature  # InstMatt's refiner reads the OS1 features
         self.layer1 = make_decoder_layer(512, 256, layers[0])
         self.layer2 = make_decoder_layer(256, 128, layers[1])
         self.layer3 = make_decoder_layer(128, 64, layers[2])
@@ -73,7 +75,10 @@ class MGMDecoder(nn.Module):
         os1 = self.refine_OS1(x)
         os4 = F.interpolate(os4, scale_factor=4.0, mode="bilinear", align_corners=False)
         os8 = F.interpolate(os8, scale_factor=8.0, mode="bilinear", align_corners=False)
-        return {"alpha_os8": to_alpha(os8), "alpha_os4": to_alpha(os4), "alpha_os1": to_alpha(os1)}
+        out = {"alpha_os8": to_alpha(os8), "alpha_os4": to_alpha(os4), "alpha_os1": to_alpha(os1)}
+        if self.return_feature:
+            out["feature"] = x
+        return out
 
 
 def progressive_fuse(out: dict[str, torch.Tensor], train: bool = False
@@ -85,6 +90,14 @@ def progressive_fuse(out: dict[str, torch.Tensor], train: bool = False
     w1 = compute_unknown(alpha, 15, train=train)
     alpha = torch.where(w1 > 0, out["alpha_os1"], alpha)
     return alpha, w4, w1
+
+
+def xavier_init(*modules: nn.Module) -> None:
+    """The reference's initialisation of ASPP and decoder (spectral-norm weights keep theirs)."""
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.dim() > 1 and "weight_bar" not in name:
+                nn.init.xavier_uniform_(p)
 
 
 class MGM(nn.Module):
@@ -99,10 +112,7 @@ class MGM(nn.Module):
         self.encoder = ShortcutEncoder(num_mask=cfg.slots, num_embed=0)
         self.aspp = ASPP(512, 512)
         self.decoder = self.decoder_cls(cfg.slots)
-        for module in (self.aspp, self.decoder):
-            for name, p in module.named_parameters():
-                if p.dim() > 1 and "weight_bar" not in name:
-                    nn.init.xavier_uniform_(p)
+        xavier_init(self.aspp, self.decoder)
 
     is_video = False
 

@@ -1,12 +1,12 @@
 """Spectral normalisation in the GCA-Matting / MaGGIe parameterisation.
 
 The official checkpoints store each normalised convolution as ``<name>.module.weight_bar``
-(the raw weight) plus the power-iteration vectors ``weight_u`` and ``weight_v``.  The
+(the raw weight) plus the power-iteration vectors ``weight_u`` and ``weight_v``.  MaGGIe's
 reference runs one power iteration on *every* forward, evaluation included, and writes the
-new ``u``/``v`` back.  We run the same iteration (so the first evaluation forward from a
-checkpoint is bit-for-bit the reference's), but only write ``u``/``v`` back in training
-mode: an evaluation forward is then a pure function of the weights, and calling the model
-twice gives the same matte (in the reference the second call drifts by ~1e-6).
+new ``u``/``v`` back; we do the same, and the networks' evaluation forwards restore them on
+exit (``preserved_power_iteration``), so calling a model twice gives the same matte.
+InstMatt's code iterates only in training and evaluates with the stored ``u``/``v``
+(``iterate_in_eval = False``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ class _SNWeights(nn.Module):
         self.register_buffer("weight_v", _l2normalize(torch.randn(width)))
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
 
+    iterate_in_eval = True
+
     def normalised_weight(self) -> torch.Tensor:
         w = self.weight_bar
         height = w.shape[0]
+        if not self.training and not self.iterate_in_eval:
+            return w / self.weight_u.dot(w.reshape(height, -1).mv(self.weight_v))
         w_mat = w.detach().reshape(height, -1)
         with torch.no_grad():
             v = _l2normalize(torch.mv(w_mat.t(), self.weight_u.to(w.dtype)))
