@@ -58,6 +58,10 @@ def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
     assert isinstance(im, InstMatt) and im.cfg.arch == "instmatt"
     curve = (tiny / "models/baselines/instmatt/image/train_curve.csv").read_text().splitlines()
     assert "loss_sum_one" in curve[0] and len(curve) == 2
+    run([sys.executable, "-m", "maggie.evaluate", "image", "--method", "instmatt", "--subset", "in_dist",
+         "--source", "sim05_holes", "--params", "params.yaml"], tiny)
+    result = json.loads((tiny / "eval/methods/instmatt/image/in_dist/sim05_holes.json").read_text())
+    assert result["method"] == "instmatt" and result["instmatt"]["MAD"] >= 0
     # Both are then evaluated by the evaluation stage's command.
     run([sys.executable, "-m", "maggie.evaluate", "video", "--method", "mgm", "--split", "comp_easy",
          "--params", "params.yaml"], tiny)

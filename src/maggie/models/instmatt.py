@@ -92,6 +92,9 @@ class InstMatt(nn.Module):
 
     def image_pass(self, image: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """One image ``[3, H, W]`` with its instances ``[N, H, W]`` -> tri-mattes ``[N, 3, H, W]``."""
+        if masks.shape[0] == 0:
+            empty = masks.new_zeros(0, 3, *masks.shape[-2:])
+            return {"trimatte": empty, "alpha_os8": empty, "alpha_os4": empty, "alpha_os1": empty}
         guide = tri_masks(masks)
         passes = [self.backbone(image[None], guide[i:i + 1]) for i in range(masks.shape[0])]  # one at a time
         out = {k: torch.cat([p[k] for p in passes]) for k in passes[0]}
