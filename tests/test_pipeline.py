@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 from tiny_project import make_project, run
@@ -37,6 +38,13 @@ def check_results(project: Path) -> dict:
     for method, entry in comparison.items():
         assert set(entry["image"]) == {"in_dist", "held_out"} and len(entry["video"]) == 3, method
     assert (project / "models/baselines/mgm_tcvom/video/best.safetensors").is_file()
+    # One block per method with its own predictions (MaGGIe, closed_form, mgm_tcvom); the guidance
+    # mask is every block's second column, not a block of its own.
+    stem = "image/in_dist/sim01_coarse28.png"
+    previews = [project / "eval/previews" / stem] + [project / "eval/previews/methods" / m / stem
+                                                     for m in ("closed_form", "mgm_tcvom")]
+    tile = min(cv2.imread(str(p)).shape[0] for p in previews)
+    assert cv2.imread(str(project / "reports" / "methods_grid.png")).shape[0] == 3 * tile
     table = (project / "reports" / "comparison.md").read_text()
     assert "| mgm_tcvom | in_dist |" in table and "| closed_form | comp_hard |" in table
     methods = sorted(p.relative_to(project / "eval" / "methods").parts[0]

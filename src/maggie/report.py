@@ -106,6 +106,8 @@ def comparison_grid(params: dict[str, Any], methods: list[str], report_dir: Path
     stem = Path("image") / img["subsets"][0] / f"{img['mask_sources'][0]}.png"
     rows = []
     for m in methods:
+        if m == "mask_as_alpha":  # every block's second column is the guidance mask already
+            continue
         path = out_dir / stem if m in METHODS else out_dir / "methods" / m / stem
         tile = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if tile is not None:
