@@ -57,3 +57,11 @@ def head(in_channels: int, out_channels: int, mid_channels: int = 32) -> nn.Sequ
 def to_alpha(logits: torch.Tensor) -> torch.Tensor:
     """The reference's output squashing: (tanh + 1) / 2."""
     return (torch.tanh(logits) + 1.0) / 2.0
+
+
+def xavier_init(*modules: nn.Module) -> None:
+    """The reference's initialisation of ASPP and decoder (spectral-norm weights keep theirs)."""
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.dim() > 1 and "weight_bar" not in name:
+                nn.init.xavier_uniform_(p)

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from .aspp import ASPP
+from .decoder_blocks import xavier_init
 from .encoder import ShortcutEncoder
 from .losses import pyramid_l1, weighted_l1
 from .maggie import check_inputs
-from .mgm import MGMDecoder, xavier_init
+from .mgm import MGMDecoder
 from .morphology import compute_unknown
 from .refiner import MultiInstRefiner
 from .spectral_norm import _SNWeights, preserved_power_iteration

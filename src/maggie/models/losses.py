@@ -42,6 +42,19 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
     return _blur(up, 4.0)
 
 
+def _band_pass(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Laplacian-pyramid levels of ``x [M, C, H, W]``, finest first; stops below 3 px (too small to blur)."""
+    bands = []
+    for _ in range(levels):
+        if min(x.shape[-2:]) < 3:
+            break
+        h, w = x.shape[-2:]
+        down = _blur(x)[:, :, ::2, ::2]
+        bands.append(x - _upsample(down)[..., :h, :w])
+        x = down
+    return bands
+
+
 def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, levels: int = 3) -> torch.Tensor:
     """Weighted L1 between 3-level Laplacian pyramids (5x5 binomial kernel, reflect padding).
 
@@ -54,11 +67,9 @@ def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, l
     g = gt.reshape(-1, 1, *gt.shape[-2:])
     w = weight.reshape(-1, 1, *weight.shape[-2:])
     total = pred.new_zeros(())
-    for _ in range(levels):
-        p_down, g_down = _blur(p)[:, :, ::2, ::2], _blur(g)[:, :, ::2, ::2]
-        lp, lg = p - _upsample(p_down), g - _upsample(g_down)
+    for lp, lg in zip(_band_pass(p, levels), _band_pass(g, levels), strict=True):
         total = total + 3.0 * (torch.abs(lp - lg) * w).sum() / (w.sum() + 1e-6)
-        p, g, w = p_down, g_down, w[:, :, ::2, ::2]
+        w = w[:, :, ::2, ::2]
     return total
 
 
@@ -69,15 +80,10 @@ def pyramid_l1(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, level
     (each level normalised by the weight's own sum, as the reference does); each level halves
     the weight map by taking every other pixel.  Levels below 3 px (too small to blur) are skipped."""
     total = pred.new_zeros(())
-    p, g, w = pred, gt, weight
-    for i in range(levels):
-        if min(p.shape[-2:]) < 3:
-            break
-        h, w_ = p.shape[-2:]
-        p_down, g_down = _blur(p)[:, :, ::2, ::2], _blur(g)[:, :, ::2, ::2]
-        lp, lg = p - _upsample(p_down)[..., :h, :w_], g - _upsample(g_down)[..., :h, :w_]
+    w = weight
+    for i, (lp, lg) in enumerate(zip(_band_pass(pred, levels), _band_pass(gt, levels), strict=True)):
         total = total + (2 ** i) * weighted_l1(lp, lg, w)
-        p, g, w = p_down, g_down, w[:, :, ::2, ::2]
+        w = w[:, :, ::2, ::2]
     return total
 
 

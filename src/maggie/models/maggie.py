@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from .aspp import ASPP
 from .decoder import DecoderState, MaggieDecoder, MaggieTemporalDecoder
+from .decoder_blocks import xavier_init
 from .encoder import ShortcutEncoder
 from .spectral_norm import preserved_power_iteration
 
@@ -50,10 +51,7 @@ class MaGGIe(nn.Module):
         self.decoder = decoder_cls(max_inst=cfg.max_inst, atten_dim=cfg.atten_dim, atten_blocks=cfg.atten_blocks,
                                    atten_heads=cfg.atten_heads, final_channel=cfg.final_channel,
                                    warmup_detail_iter=cfg.warmup_detail_iter, refine_mode=cfg.refine_mode)
-        for module in (self.aspp, self.decoder):
-            for name, p in module.named_parameters():
-                if p.dim() > 1 and "weight_bar" not in name:
-                    nn.init.xavier_uniform_(p)
+        xavier_init(self.aspp, self.decoder)
         # Training from scratch (no pretrained encoder): with unit LayerNorm gain the OS8 logits
         # (a 64-d dot product) start at |x| ~ 10, deep in tanh's saturation, and the first steps
         # push every pixel to alpha 0, where no gradient reaches the foreground any more.  A

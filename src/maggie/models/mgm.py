@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .aspp import ASPP
-from .decoder_blocks import head, make_decoder_layer, to_alpha
+from .decoder_blocks import head, make_decoder_layer, to_alpha, xavier_init
 from .encoder import ShortcutEncoder
 from .maggie import check_inputs
 from .morphology import compute_unknown
@@ -90,14 +90,6 @@ def progressive_fuse(out: dict[str, torch.Tensor], train: bool = False
     w1 = compute_unknown(alpha, 15, train=train)
     alpha = torch.where(w1 > 0, out["alpha_os1"], alpha)
     return alpha, w4, w1
-
-
-def xavier_init(*modules: nn.Module) -> None:
-    """The reference's initialisation of ASPP and decoder (spectral-norm weights keep theirs)."""
-    for module in modules:
-        for name, p in module.named_parameters():
-            if p.dim() > 1 and "weight_bar" not in name:
-                nn.init.xavier_uniform_(p)
 
 
 class MGM(nn.Module):
