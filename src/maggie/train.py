@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import dist
 from .checkpointing import init_weights, load_training_state, remove_stale_tmp, save_training_state
-from .io_utils import write_json, write_text
+from .io_utils import atomic_write, write_json, write_text
 from .models import DecoderState, build_model, save_weights
 from .models.encoder import ShortcutEncoder
 from .models.pretrained_encoder import load_pretrained_encoder, resolve_pretrained
@@ -159,10 +159,10 @@ def matte_preview(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) 
 
 def train(stage: str, params_path: str, max_iter_override: int | None = None,
           out_dir_override: str | None = None, method: str = "maggie") -> dict[str, Any]:
-    from .methods import has_video_training, method_params
+    from .methods import NETWORK, has_video_training, method_params
 
     params = method_params(load_params(params_path), method)
-    if method != "maggie" and stage == "video" and not has_video_training(params, method):
+    if method != NETWORK and stage == "video" and not has_video_training(params, method):
         return reuse_image_weights(params, method)
     mset, tset = stage_settings(params, stage)
     if max_iter_override is not None:
@@ -308,18 +308,14 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
 
 def reuse_image_weights(params: dict[str, Any], method: str) -> dict[str, Any]:
     """A baseline without video training: its video model is its image model, run frame by frame."""
-    import os
     import shutil
 
     src = Path(section(params, "train.image")["out_dir"]) / "best.safetensors"
     out_dir = Path(section(params, "train.video")["out_dir"])
     if not src.exists():
         raise FileNotFoundError(f"{src}: {method} has no image weights yet; run its image stage first")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ckpt").mkdir(exist_ok=True)
-    tmp = out_dir / f".best.safetensors.tmp{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, out_dir / "best.safetensors")
+    (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "best.safetensors", lambda tmp: shutil.copyfile(src, tmp))
     summary = {"stage": "video", "steps": 0, "method": method,
                "note": "no video training (baselines.<name>.video is null): the image weights, frame by frame"}
     write_json(out_dir / "train_summary.json", summary)
