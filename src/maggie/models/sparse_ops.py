@@ -226,9 +226,8 @@ class SparseLevel:
 
     def gather(self, dense: torch.Tensor, group: int) -> torch.Tensor:
         b, y, x = self.coords.unbind(1)
-        n, c, h, w = dense.shape
-        flat = dense.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        return flat.index_select(0, (torch.div(b, group, rounding_mode="floor") * h + y) * w + x)
+        # Fancy indexing here: index_select would need a channels-last copy of the whole map.
+        return dense[torch.div(b, group, rounding_mode="floor"), :, y, x]
 
     def per_item(self, values: torch.Tensor) -> torch.Tensor:
         return values.index_select(0, self.coords[:, 0])
