@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch.utils.data import default_collate
 
 from maggie.data.datasets import build_train_dataset
 from maggie.models import DecoderState, MaGGIe, MaggieConfig
@@ -31,8 +32,7 @@ def main() -> None:
     params = load_params(args.params)
     weights, _ = stage_settings(params, "image")
     data = build_train_dataset(params, "image")
-    items = [data.sample(i, i) for i in range(4)]
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    batch = default_collate([data.sample(i, i) for i in range(4)])
     model = MaGGIe(MaggieConfig(warmup_detail_iter=30)).train()
     logits = {}
     model.decoder.refine_OS8.register_forward_hook(lambda m, i, o: logits.__setitem__("os8", o["logits"].detach()))

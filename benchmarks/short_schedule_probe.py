@@ -23,12 +23,14 @@ Prints the OS8 logits inside/outside the guidance masks, the attention routing a
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import default_collate
 
 from maggie.evaluate import evaluate_images
 from maggie.models import DecoderState, build_model
@@ -65,9 +67,15 @@ def os8_bce(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 @torch.no_grad()
 def probe(model: nn.Module, batch: dict[str, torch.Tensor], cap: dict) -> str:
-    """OS8 logits inside/outside the masks and how the pixel->token attention is routed."""
+    """OS8 logits inside/outside the masks and how the pixel->token attention is routed.
+
+    The train-mode forward would fold the probe batch into the batch-norm running statistics
+    and the spectral-norm vectors of the model being trained; its state is restored after.
+    """
+    saved = copy.deepcopy(model.state_dict())
     model.train()
     model(batch["image"], batch["mask"], state=DecoderState(iteration=10**6, gt_alpha=batch["alpha"].flatten(0, 1)))
+    model.load_state_dict(saved)
     z, p2t = cap["logits"], cap["p2t"]
     m8 = F.adaptive_avg_pool2d(batch["mask"].flatten(0, 1), z.shape[-2:]) > 0
     valid = m8.flatten(2).any(-1)[..., None, None]
@@ -105,8 +113,7 @@ def main() -> None:
     imd = model.decoder.refine_OS8
     imd.register_forward_hook(lambda m, i, o: cap.__setitem__("logits", o["logits"]))
     imd.feat_token_ca_layers[-1].register_forward_hook(lambda m, i, o: cap.__setitem__("p2t", o[1]))
-    held = [data.sample(i, i) for i in range(100, 104)]
-    probe_batch = {k: torch.stack([it[k] for it in held]) for k in held[0]}
+    probe_batch = default_collate([data.sample(i, i) for i in range(100, 104)])
     print(f"step 0: {probe(model, probe_batch, cap)}", flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=tset.lr, betas=tuple(tset.betas), weight_decay=tset.weight_decay)
