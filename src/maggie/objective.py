@@ -15,6 +15,7 @@ from .models.losses import (
     dtssd_loss,
     gradient_loss,
     laplacian_loss,
+    os8_bce,
     os8_weights,
     temporal_sparsity_loss,
     weighted_l1,
@@ -54,6 +55,10 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
         grad = 2 * gradient_loss(p1, g, q1) + gradient_loss(p4, g, q4) + gradient_loss(p8, g, q8)
         terms["loss_grad"] = grad
         total = total + w.loss_alpha_grad_w * grad
+    if w.loss_os8_bce_w > 0 and "logits_os8" in out:
+        bce = os8_bce(out["logits_os8"].flatten(0, 1), gt.reshape(b * t, n, h, w_), valid.reshape(b * t, n, 1, 1))
+        terms["loss_os8_bce"] = bce
+        total = total + w.loss_os8_bce_w * bce
     if w.loss_dtSSD_w > 0 and t > 1:
         dt = 2 * dtssd_loss(a1, gt, w1) + dtssd_loss(a4, gt, w4) + dtssd_loss(a8, gt, w8)
         terms["loss_dtSSD"] = dt

@@ -62,6 +62,7 @@ class LossWeights:
     loss_dtSSD_w: float = 0.0
     loss_temp_w: float = 1.0
     loss_sum_one_w: float = 0.0  # InstMatt: its tri-mattes T + R + B should add up to 1
+    loss_os8_bce_w: float = 0.0  # not in the reference: BCE on the OS8 logits (training from scratch)
 
 
 @dataclass
@@ -70,6 +71,8 @@ class ModelSettings(LossWeights):
     max_inst: int = 10
     warmup_detail_iter: int = 3000
     refine_mode: str = "sparse"
+    routing_init: bool = False
+    guidance_stem_init: bool = False
     # As the reference's ``model.encoder_args``; ``pretrained``: false, true (the reference's
     # pretrain/model_best_resnet34_En_nomixup.pth) or the path of GCA-Matting's encoder checkpoint.
     encoder_args: dict[str, Any] = field(default_factory=lambda: {"pretrained": False})

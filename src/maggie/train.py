@@ -187,7 +187,8 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
 
     dataset = build_dataset(params, stage)
     model = build_model(mset.arch, max_inst=mset.max_inst, warmup_detail_iter=mset.warmup_detail_iter,
-                        refine_mode=mset.refine_mode)
+                        refine_mode=mset.refine_mode, routing_init=mset.routing_init,
+                        guidance_stem_init=mset.guidance_stem_init)
     pretrained = resolve_pretrained((mset.encoder_args or {}).get("pretrained"))
     if pretrained is not None:
         if not isinstance(getattr(model, "encoder", None), ShortcutEncoder):
@@ -224,9 +225,10 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
         # Its own generator: iterating must not draw from the global RNG that a resume restores.
         generator=torch.Generator().manual_seed(tset.seed))
     curve = CurveWriter(out_dir / "train_curve.csv", ["step", "lr", "loss", "loss_rec", "loss_lap", "loss_grad",
-                                                      "loss_atten", "loss_dtSSD", "loss_temp", "loss_sum_one"],
+                                                      "loss_atten", "loss_dtSSD", "loss_temp", "loss_sum_one",
+                                                      "loss_os8_bce"],
                          keep=start > 0)
-    val_curve = CurveWriter(out_dir / "val_curve.csv", ["step", "MAD", "MSE", "SAD"], keep=start > 0)
+    val_curve = CurveWriter(out_dir / "val_curve.csv", ["step", "MAD", "MSE", "SAD", "mask_MAD"], keep=start > 0)
     run = make_wandb(params, stage, rt.is_main)
     log.info("stage %s: %d samples, steps %d..%d, batch %d on %d x %s", stage, len(dataset), start, tset.max_iter,
              tset.batch_size, rt.world_size, rt.device)
@@ -278,8 +280,9 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
         if step % tset.val_iter == 0 or step == tset.max_iter:
             metrics = validate(core, params, stage, tset, rt)
             if rt.is_main:
-                val_curve.add({"step": step, **{k: f"{metrics[k]:.6f}" for k in ("MAD", "MSE", "SAD")}})
-                log.info("validation at step %d: MAD %.3f", step, metrics["MAD"])
+                val_curve.add({"step": step, **{k: f"{metrics[k]:.6f}" for k in ("MAD", "MSE", "SAD", "mask_MAD")}})
+                log.info("validation at step %d: MAD %.3f (mask as alpha %.3f)", step, metrics["MAD"],
+                         metrics["mask_MAD"])
                 if run is not None:
                     run.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
                 if metrics["MAD"] < best:
@@ -344,13 +347,10 @@ def validate(model, params: dict[str, Any], stage: str, tset, rt) -> dict[str, f
     from .evaluate import evaluate_images, evaluate_videos
 
     model.eval()
-    if stage == "image":
-        metrics = evaluate_images(model, params, limit=tset.val_count, device=rt.device, names=("MAD", "MSE", "SAD"),
-                                  validation=True)["maggie"]
-    else:
-        metrics = evaluate_videos(model, params, limit=tset.val_count, device=rt.device, names=("MAD", "MSE", "SAD"),
-                                  validation=True)["maggie"]
-    return metrics
+    evaluate = evaluate_images if stage == "image" else evaluate_videos
+    result = evaluate(model, params, limit=tset.val_count, device=rt.device, names=("MAD", "MSE", "SAD"),
+                      validation=True)
+    return {**result["maggie"], "mask_MAD": result["mask_as_alpha"]["MAD"]}
 
 
 def main(argv: list[str] | None = None) -> int:

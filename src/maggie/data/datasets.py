@@ -39,6 +39,8 @@ class TrainDataConfig:
     motion_p: float = 0.3
     binarized_kernel: int = 30
     downscale_mask_p: float = 0.5
+    simulated_guidance_p: float = 0.0  # share of samples whose guidance imitates a segmenter's errors
+    quantise_masks: bool = True  # images: guidance reduced to OS8 as the reference's loader does
     clip_length: int = 8
     max_step_size: int = 5
     on_bad_sample: str = "skip"  # skip | error
@@ -101,7 +103,7 @@ class _Base(torch.utils.data.Dataset):
         full_a = np.zeros((t, cfg.max_inst, h, w), np.float32)
         full_m = np.zeros((t, cfg.max_inst, h, w), np.float32)
         full_a[:, slots], full_m[:, slots] = alphas, masks
-        if not self.video:
+        if not self.video and cfg.quantise_masks:
             # Reference: image masks are reduced to OS8 (top-left pixel of each 8x8 block).
             full_m = full_m[..., ::8, ::8].repeat(8, axis=-2).repeat(8, axis=-1)
         img = normalise(torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .mask_sources import apply_mask_source
+
 Rng = np.random.Generator
 
 
@@ -147,8 +149,54 @@ def mask_dropout(masks: np.ndarray, rng: Rng) -> np.ndarray:
     return flat.reshape(masks.shape)
 
 
+def sample_guidance_recipe(rng: Rng) -> dict:
+    """A random segmenter-error recipe (``mask_sources`` keys): each error kind on or off, its size drawn.
+
+    A continuous family, not the ten named test recipes: a coarse mask head of 14..56 cells, a
+    loose box, a too large or too small mask, a wobbly boundary, holes, lost thin parts, spill
+    onto neighbours and false blobs, each with its own probability.  Missed instances are left
+    out: a slot with a true alpha and no guidance cannot be learned from.
+    """
+    r: dict = {"threshold": float(rng.uniform(0.3, 0.7))}
+    if rng.random() < 0.8:
+        r.update(coarse=int(rng.integers(14, 57)), box_jitter=float(rng.uniform(0.0, 0.04)))
+    if rng.random() < 0.7:
+        m = float(rng.uniform(-0.025, 0.015))
+        r["morph"] = [m, m]
+    if rng.random() < 0.7:
+        j = float(rng.uniform(0.0, 0.016))
+        r["jitter"] = [j, j]
+    if rng.random() < 0.4:
+        r.update(holes=[1, int(rng.integers(1, 4))], hole_size=[0.03, 0.1])
+    if rng.random() < 0.3:
+        r["open_thin"] = float(rng.uniform(0.01, 0.045))
+    if rng.random() < 0.4:
+        r.update(spill=[0.05, 0.2], spill_prob=float(rng.uniform(0.3, 1.0)))
+    if rng.random() < 0.35:
+        r.update(false_blobs=[1, int(rng.integers(1, 4))], blob_size=[0.05, 0.14])
+    if rng.random() < 0.15:
+        r["merge_prob"] = float(rng.uniform(0.1, 0.5))
+    return r
+
+
+def simulated_guidance(alphas: np.ndarray, rng: Rng) -> np.ndarray:
+    """Guidance ``[T, N, H, W]`` from a segmenter-error simulation, one recipe per sample.
+
+    Frames of a clip share the recipe, each draws its own errors."""
+    recipe = sample_guidance_recipe(rng)
+    return np.stack([apply_mask_source(frame, recipe, rng) for frame in alphas]).astype(np.uint8)
+
+
 def guidance_masks(alphas: np.ndarray, cfg, rng: Rng, video: bool) -> np.ndarray:
-    """Binary guidance per (frame, instance) made from the true alpha, with the reference's noise."""
+    """Binary guidance per (frame, instance) made from the true alpha.
+
+    With probability ``cfg.simulated_guidance_p`` the errors of a simulated instance segmenter
+    (``simulated_guidance``), else the reference's noise: a random threshold, random
+    dilation/erosion, a 1/8 down-up, and rectangles cut or swapped between masks.
+    """
+    if rng.random() < cfg.simulated_guidance_p:
+        masks = simulated_guidance(alphas, rng)
+        return mask_dropout(masks, rng) if video else masks
     t, n = alphas.shape[:2]
     masks = np.zeros(alphas.shape, np.uint8)
     for f in range(t):

@@ -91,7 +91,7 @@ class MaggieDecoder(SparseRefiner):
                 gt = state.gt_alpha
                 w4 = compute_unknown(gt, 30, True) * detail
                 w1 = compute_unknown(gt, 15, True) * detail
-            out.update(weight_os4=w4, weight_os1=w1, loss_atten=imd.get("loss_atten"))
+            out.update(weight_os4=w4, weight_os1=w1, loss_atten=imd.get("loss_atten"), logits_os8=imd["logits"])
         return out
 
     def select_guide(self, alpha8: torch.Tensor, state: DecoderState | None):
