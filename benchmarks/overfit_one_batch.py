@@ -15,10 +15,10 @@ import argparse
 import torch
 from torch.utils.data import default_collate
 
-from maggie.data.datasets import build_train_dataset
+from maggie.config.params import load_params, stage_settings
+from maggie.data.train_sets import build_train_dataset
 from maggie.models import DecoderState, MaGGIe, MaggieConfig
-from maggie.objective import training_loss
-from maggie.params import load_params, stage_settings
+from maggie.models.maggie.objective import training_loss
 
 
 def main() -> None:

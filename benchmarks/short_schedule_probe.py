@@ -32,11 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
-from maggie.evaluate import evaluate_images
+from maggie.config.params import load_params, stage_settings
+from maggie.engine.build import StepBatches, build_dataset, warmup_cosine
+from maggie.evaluation.benchmarks import evaluate_images
 from maggie.models import DecoderState, build_model
-from maggie.objective import method_loss
-from maggie.params import load_params, stage_settings
-from maggie.train import StepBatches, build_dataset, warmup_cosine
+from maggie.models.registry import training_objective
 
 
 def routing_init(model: nn.Module) -> None:
@@ -125,7 +125,7 @@ def main() -> None:
         model.train()
         out = model(batch["image"], batch["mask"],
                     state=DecoderState(iteration=step, gt_alpha=batch["alpha"].flatten(0, 1)))
-        loss = method_loss(out, batch, mset)["total"]
+        loss = training_objective(mset.arch)(out, batch, mset)["total"]
         if args.bce > 0:
             loss = loss + args.bce * os8_bce(cap["logits"], batch)
         opt.zero_grad(set_to_none=True)

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from parity_report import baseline_weights
 from safetensors.torch import load_file
 from test_model_parity import assert_parity
 
 from maggie.models import MGM, TCVOM, MGMConfig, build_model, detect_arch, load_model, save_weights
-from maggie.models.mgm import progressive_fuse
-from maggie.models.tcvom import FeatureAggregation
-from maggie.models.tcvom import attention_loss as tcvom_attention_loss
-from maggie.parity_report import baseline_weights
+from maggie.models.baselines.mgm import progressive_fuse
+from maggie.models.baselines.tcvom import FeatureAggregation
+from maggie.models.baselines.tcvom import attention_loss as tcvom_attention_loss
 
 CASES = {"mgm": "mgm_3inst", "mgm_stacked": "mgm_stacked_3inst"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maggie.params import load_params
+from maggie.config.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 # Leaf names of hmchuong/MaGGIe configs/maggie_image.yaml, and where they live here.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from maggie.dag import load_stages, resolve_inputs
-from maggie.params import load_params
+from maggie.config.dag import load_stages, resolve_inputs
+from maggie.config.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from maggie.data.datasets import ImageTrainDataset, TrainDataConfig, VideoTrainDataset
 from maggie.data.layout import DataError
+from maggie.data.train_sets import ImageTrainDataset, TrainDataConfig, VideoTrainDataset
 
 H, W = 96, 128
 
@@ -113,7 +113,7 @@ def test_unknown_policy_and_missing_layout(tmp_path):
 
 
 def test_video_guidance_dropout_cuts_rectangles():
-    from maggie.data.transforms import mask_dropout
+    from maggie.data.augment import mask_dropout
 
     masks = np.zeros((3, 3, 96, 96), np.uint8)
     masks[:, :, 10:80, 20:70] = 1

@@ -14,7 +14,7 @@ import pytest
 import torch
 from tiny_project import env, make_data, make_project, run
 
-from maggie.train import step_indices
+from maggie.engine.build import step_indices
 
 
 def test_step_indices_cover_each_epoch_once():
@@ -85,8 +85,8 @@ def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
     from safetensors.torch import load_file
     from test_pretrained_encoder import gca_checkpoint
 
-    from maggie.params import load_params
-    from maggie.preset import deep_merge
+    from maggie.config.params import load_params
+    from maggie.config.presets import deep_merge
 
     ckpt = gca_checkpoint(tmp_path / "gca.pth")
     params = deep_merge(load_params(tiny / "params.yaml"),

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from parity_report import instmatt_case
 from test_model_parity import assert_parity
 
 from maggie.models import InstMatt, InstMattConfig, build_model, detect_arch, load_model
-from maggie.models.instmatt import instmatt_loss, tri_masks, trimatte_targets
-from maggie.models.losses import pyramid_l1
-from maggie.models.refiner import MultiInstRefiner, disagreement, duplicates, windows
-from maggie.parity_report import instmatt_case
+from maggie.models.baselines.instmatt import instmatt_loss, tri_masks, trimatte_targets
+from maggie.models.baselines.instmatt_refiner import MultiInstRefiner, disagreement, duplicates, windows
+from maggie.models.ops.loss_terms import pyramid_l1
 
 FIXTURE = Path(__file__).parent / "fixtures" / "instmatt"
 
@@ -190,7 +190,7 @@ def test_pyramid_loss_weights_levels_and_broadcasts_the_weight():
     noisy = gt + 0.1 * torch.randn_like(gt)
     one_level = pyramid_l1(noisy, gt, ones, levels=1)
     # One level: the L1 of the band-pass residuals, summed over the 3 channels per unit of weight.
-    from maggie.models.losses import _blur, _upsample
+    from maggie.models.ops.loss_terms import _blur, _upsample
 
     def band(x):
         return x - _upsample(_blur(x)[:, :, ::2, ::2])

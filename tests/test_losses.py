@@ -7,9 +7,11 @@ import random
 import pytest
 import torch
 
+from maggie.config.params import LossWeights
 from maggie.models import DecoderState, MaGGIe, MaggieConfig
-from maggie.models.imd import attention_loss
-from maggie.models.losses import (
+from maggie.models.maggie.imd import attention_loss
+from maggie.models.maggie.objective import training_loss
+from maggie.models.ops.loss_terms import (
     dtssd_loss,
     gradient_loss,
     laplacian_loss,
@@ -17,8 +19,6 @@ from maggie.models.losses import (
     temporal_sparsity_loss,
     weighted_l1,
 )
-from maggie.objective import training_loss
-from maggie.params import LossWeights
 
 
 def t(rows):
@@ -117,7 +117,7 @@ def test_warmup_uses_true_alpha_to_guide_the_detail_branch():
     gt = torch.zeros(2, 10, 64, 64)
     gt[:, 3, 20:40, 20:40] = 0.5  # fractional square: D is its dilated area
     early = model(image, mask, state=DecoderState(iteration=1, gt_alpha=gt))["detail_mask"][0, 0, 3]
-    from maggie.models.morphology import compute_unknown
+    from maggie.models.ops.morphology import compute_unknown
 
     assert torch.equal(early, compute_unknown(gt, 30)[0, 3])
     late = model(image, mask, state=DecoderState(iteration=1000, gt_alpha=gt))["detail_mask"][0, 0, 3]

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tiny_project import make_data, make_project, run
 
-from maggie.methods import method_params
+from maggie.config.methods import method_params
+from maggie.config.params import LossWeights, ParamsError, load_params
+from maggie.evaluation.references import closed_form_alpha, mask_alpha, reference_predictor, trimap_from_mask
 from maggie.models import InstMatt, SparseMat, load_model
-from maggie.objective import method_loss
-from maggie.params import LossWeights, ParamsError, load_params
-from maggie.references import closed_form_alpha, mask_alpha, reference_predictor, trimap_from_mask
+from maggie.models.registry import training_objective
 
 pymatting = pytest.importorskip("pymatting")
 
@@ -75,7 +75,7 @@ def test_sparsemat_objective_is_dispatched():
     gt = torch.zeros(2, 1, 1, 64, 64)
     gt[..., 10:50, 10:50] = 1
     out = model(x, (gt > 0.5).float())
-    losses = method_loss(out, {"alpha": gt, "mask": gt}, LossWeights())
+    losses = training_objective("sparsemat")(out, {"alpha": gt, "mask": gt}, LossWeights())
     assert {"loss_rec", "loss_lap", "loss_grad", "total"} == set(losses)
 
 

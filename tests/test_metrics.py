@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maggie.metrics import (
+from maggie.evaluation.metrics import (
     METRIC_NAMES,
     MetricAccumulator,
     _largest_component,

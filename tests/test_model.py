@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from maggie.models import MaGGIe, MaggieConfig, WeightsError, fuse_clip, load_model, save_weights
-from maggie.models.morphology import compute_unknown, dilate, ellipse_kernel
+from maggie.models.ops.morphology import compute_unknown, dilate, ellipse_kernel
 
 
 def blob_masks(t: int, n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from maggie.models.checkpoint import WeightsError
-from maggie.models.encoder import ShortcutEncoder
-from maggie.models.pretrained_encoder import (
+from maggie.models.maggie.encoder import ShortcutEncoder
+from maggie.models.maggie.pretrained_encoder import (
     REFERENCE_PATH,
     load_pretrained_encoder,
     read_encoder_checkpoint,
     resolve_pretrained,
 )
+from maggie.models.weights import WeightsError
 
 
 def gca_checkpoint(path: Path, seed: int = 7, drop: str | None = None, reshape: str | None = None) -> dict:

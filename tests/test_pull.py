@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maggie.data.archives import extract_zip, join_split_zip, split_segments
+from maggie.data.fetch.archives import extract_zip, join_split_zip, split_segments
 from maggie.data.layout import DataError
 
 REPO = Path(__file__).resolve().parents[1]

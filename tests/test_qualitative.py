@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from maggie.data.fsutil import write_image
+from maggie.evaluation.qualitative import frame_change, main, run
+from maggie.evaluation.report import qualitative_section
+from maggie.files import write_image
 from maggie.models import MaGGIe, MaggieConfig, save_weights
-from maggie.qualitative import frame_change, main, run
-from maggie.report import qualitative_section
 
 
 def test_frame_change_by_hand():

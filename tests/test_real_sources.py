@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from maggie.data.fsutil import read_grey, read_rgb, write_image
-from maggie.data.layout import DataError
-from maggie.data.layouts import verify_layout
-from maggie.data.procedural import open_bank
-from maggie.data.pull import main as pull_main
-from maggie.data.pull import pull
-from maggie.data.real_sources import RealAssetBank
-from maggie.data.source_lists import fetch_lists
-from maggie.data.synth_config import load_data_config
-from maggie.data.synthesize import synthesize
+from maggie.data.fetch.source_lists import fetch_lists
+from maggie.data.layout import DataError, verify_layout
+from maggie.data.synth.config import load_data_config
+from maggie.data.synth.procedural import open_bank
+from maggie.data.synth.real_sources import RealAssetBank
+from maggie.files import read_gray, read_rgb, write_image
+from maggie.stages.pull import main as pull_main
+from maggie.stages.pull import pull
+from maggie.stages.synthesize import synthesize
 
 RED = (230, 20, 20)  # every fake foreground is this colour, so composed people can be traced to their source
 
@@ -127,7 +126,7 @@ def test_real_sources_compose_all_four_datasets(sources, tmp_path):
         alphas = sorted((train / "alphas" / img.stem).glob("*.png"))
         assert 2 <= len(alphas) <= 5
         rgb = read_rgb(img).astype(int)
-        union = np.max([read_grey(a) for a in alphas], axis=0)
+        union = np.max([read_gray(a) for a in alphas], axis=0)
         # inside: true (the authors' rule) keeps every person wholly inside the image: at most the
         # soft rim of a bounding box touches the border, never the opaque body.
         assert max(union[0].max(), union[-1].max(), union[:, 0].max(), union[:, -1].max()) < 128
@@ -202,9 +201,9 @@ def test_bad_sources_give_one_line_errors(sources, tmp_path, capsys):
 
 
 def test_real_preset_resolves_to_the_real_pools():
-    from maggie.data.synth_config import resolve_data_config
-    from maggie.params import load_params
-    from maggie.preset import deep_merge
+    from maggie.config.params import load_params
+    from maggie.config.presets import deep_merge
+    from maggie.data.synth.config import resolve_data_config
 
     repo = Path(__file__).resolve().parents[1]
     merged = deep_merge(load_params(repo / "params.yaml"), yaml.safe_load((repo / "presets" / "real.yaml").read_text()))

@@ -9,9 +9,9 @@ from test_baseline_parity import reference_weights
 from test_model_parity import assert_parity
 
 from maggie.models import build_model, detect_arch, load_model, save_weights
-from maggie.models.shm import SiteConv
-from maggie.models.sparse_ops import downsample_sites
-from maggie.models.sparsemat import SparseMat, sparsemat_loss
+from maggie.models.baselines.sparsemat import SparseMat, sparsemat_loss
+from maggie.models.baselines.sparsemat_shm import SiteConv
+from maggie.models.ops.sparse_conv import downsample_sites
 
 
 def test_sparsemat_parity(parity_dir):

@@ -13,10 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from maggie.data.composite import Layer, composite, composite_placed, place_layer, quantize_mattes
-from maggie.data.figure_render import render_figure
-from maggie.data.figures import pose_at, sample_figure_spec
-from maggie.data.layouts import LayoutError, verify_layout
+from maggie.data.layout import LayoutError, verify_layout
 from maggie.data.mask_sources import (
     DEFAULT_MASK_SOURCES,
     RecipeError,
@@ -24,11 +21,14 @@ from maggie.data.mask_sources import (
     mask_iou,
     simulate_tracker,
 )
-from maggie.data.parallel import sample_rng
-from maggie.data.procedural import AssetBank, build_asset_bank
-from maggie.data.scenes import image_scene, video_scene
-from maggie.data.synth_config import LEVELS, ParamsError, load_data_config, resolve_data_config
-from maggie.data.synthesize import main, synthesize
+from maggie.data.synth.composite import Layer, composite, composite_placed, place_layer, quantize_mattes
+from maggie.data.synth.config import LEVELS, ParamsError, load_data_config, resolve_data_config
+from maggie.data.synth.figure_render import render_figure
+from maggie.data.synth.figures import pose_at, sample_figure_spec
+from maggie.data.synth.parallel import sample_rng
+from maggie.data.synth.procedural import AssetBank, build_asset_bank
+from maggie.data.synth.scenes import image_scene, video_scene
+from maggie.stages.synthesize import main, synthesize
 
 TINY_BANK = {
     "figures": {"train": 4, "test": 3, "held_out": 3},
@@ -371,7 +371,7 @@ def test_output_replaced_atomically(tmp_path, built, monkeypatch):
     shutil.copytree(built / "raw", root / "raw")
     (root / "I-HIM50K").mkdir()
     (root / "I-HIM50K" / "stale.txt").write_text("old")
-    import maggie.data.synthesize as synth
+    import maggie.stages.synthesize as synth
 
     def broken(*_args):
         raise RuntimeError("interrupted")
@@ -427,7 +427,7 @@ def test_photographs_used_when_scikit_image_is_importable(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for name in [m for m in list(__import__("sys").modules) if m == "skimage" or m.startswith("skimage.")]:
         monkeypatch.delitem(__import__("sys").modules, name)
-    from maggie.data.backgrounds import available_photos, render_background
+    from maggie.data.synth.backgrounds import available_photos, render_background
 
     photos = available_photos()
     assert [p.name for p in photos] == ["coffee.png"]

@@ -23,8 +23,8 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     sys.path.insert(0, str(REPO / "src"))
     import yaml
 
-    from maggie.params import load_params
-    from maggie.preset import apply_preset, deep_merge
+    from maggie.config.params import load_params
+    from maggie.config.presets import apply_preset, deep_merge
 
     apply_preset("tiny", str(dest / "params.yaml"), str(dest / "presets"))
     if overrides:

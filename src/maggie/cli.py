@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .data.layout import DataError, read_rgb
-from .io_utils import replace_dir
-from .models import WeightsError
-from .predict_io import (
+from maggie.data.layout import DataError, read_rgb
+from maggie.files import partial_path, replace_dir
+from maggie.inference.inputs import (
     InputError,
     VideoInput,
     find_mask,
@@ -33,13 +31,14 @@ from .predict_io import (
     is_video,
     union_names,
 )
-from .predict_out import DEFAULT_KINDS, KINDS, OutputWriter, parse_background, parse_kinds
+from maggie.inference.outputs import DEFAULT_KINDS, KINDS, OutputWriter, parse_background, parse_kinds
+from maggie.models import WeightsError
 
 log = logging.getLogger("maggie")
 
 
 def _predictor(args: argparse.Namespace):
-    from .predictor import Predictor
+    from maggie.inference.predictor import Predictor
 
     return Predictor(args.weights, short_size=args.short_size, device=args.device, precision=args.precision,
                      models_dir=args.models_dir)
@@ -116,9 +115,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     as_video = is_video(inp) or (args.video and inp.is_dir())
     if "alpha_video" in kinds and not as_video:
         raise InputError(f"{inp}: alpha_video output needs a video input")
-    stage = out.with_name(f".{out.name}.partial{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = partial_path(out)
+    stage.mkdir()
     try:
         n = predict_video(args, stage, kinds) if as_video else predict_images(args, stage, kinds)
         replace_dir(stage, out)
@@ -129,7 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from maggie.inference.export import export_onnx
 
     export_onnx(args.weights, args.onnx, models_dir=args.models_dir, opset=args.opset)
     print(f"maggie: wrote {args.onnx}")

@@ -2,14 +2,15 @@
 
 All load the official checkpoints unchanged."""
 
-from .checkpoint import WeightsError, build_model, detect_arch, load_model, save_weights
-from .decoder import DecoderState
-from .instmatt import InstMatt, InstMattConfig
-from .maggie import MaGGIe, MaggieConfig, fuse_clip
-from .mgm import MGM, MGMConfig
-from .sparsemat import SparseMat, SparseMatConfig
-from .tcvom import TCVOM
+from maggie.models.baselines.instmatt import InstMatt, InstMattConfig
+from maggie.models.baselines.mgm import MGM, MGMConfig
+from maggie.models.baselines.sparsemat import SparseMat, SparseMatConfig
+from maggie.models.baselines.tcvom import TCVOM
+from maggie.models.maggie.decoder import DecoderState
+from maggie.models.maggie.network import MaGGIe, MaggieConfig, fuse_clip
+from maggie.models.registry import build_model, detect_arch, training_objective
+from maggie.models.weights import WeightsError, load_model, save_weights
 
 __all__ = ["InstMatt", "InstMattConfig", "MaGGIe", "MaggieConfig", "MGM", "MGMConfig", "SparseMat", "SparseMatConfig",
-           "TCVOM", "DecoderState",
-           "WeightsError", "build_model", "detect_arch", "fuse_clip", "load_model", "save_weights"]
+           "TCVOM", "DecoderState", "WeightsError", "build_model", "detect_arch", "fuse_clip", "load_model",
+           "save_weights", "training_objective"]

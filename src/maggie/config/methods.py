@@ -1,0 +1,68 @@
+"""The methods a run compares: MaGGIe, the trained baselines and the references.
+
+``params.yaml`` lists them under ``methods`` (``references`` need no training; ``baselines`` are
+trained and evaluated by the same stages as MaGGIe).  A baseline is an overlay on the shared
+settings: ``baselines.<name>.<stage>`` replaces keys of ``model.<stage>`` (the architecture and
+its loss weights, as in the reference's config for it), its ``max_inst`` also sets the training
+loader's instance slots, and its outputs go to ``models/baselines/<name>/<stage>``.  A baseline
+whose ``video`` entry is null has no video training and is evaluated frame by frame with its
+image weights, as the paper evaluates image methods on video.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from maggie.config.params import ParamsError, section
+
+NETWORK = "maggie"
+BASELINES_DIR = Path("models/baselines")
+
+
+def baseline_settings(params: dict[str, Any], name: str) -> dict[str, Any]:
+    table = params.get("baselines") or {}
+    if name not in table:
+        known = ", ".join(sorted(table)) or "none"
+        raise ParamsError(f"params.yaml: no 'baselines.{name}' entry (known baselines: {known})")
+    entry = table[name] or {}
+    if not isinstance(entry.get("image"), dict) or not entry["image"].get("arch"):
+        raise ParamsError(f"params.yaml: 'baselines.{name}.image' must give at least an 'arch'")
+    return entry
+
+
+BEST = "best.safetensors"
+
+
+def stage_dir(params: dict[str, Any], stage: str, method: str = NETWORK) -> Path:
+    """Where a method's training stage writes (``train.<stage>.out_dir``; baselines under ``models/baselines``)."""
+    if method == NETWORK:
+        return Path(section(params, f"train.{stage}")["out_dir"])
+    return BASELINES_DIR / method / stage
+
+
+def best_weights(params: dict[str, Any], stage: str, method: str = NETWORK) -> Path:
+    """The weights a training stage selects (best validation MAD), that evaluation and prediction load."""
+    return stage_dir(params, stage, method) / BEST
+
+
+def has_video_training(params: dict[str, Any], name: str) -> bool:
+    return bool(baseline_settings(params, name).get("video"))
+
+
+def method_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """``params`` as the baseline ``name`` trains with (a deep copy; ``maggie`` returns it unchanged)."""
+    if name == NETWORK:
+        return params
+    entry = baseline_settings(params, name)
+    out = copy.deepcopy(params)
+    for stage in ("image", "video"):
+        overlay = entry.get(stage) or entry["image"]
+        model = {**section(out, f"model.{stage}"), **overlay}
+        out["model"][stage] = model
+        if "max_inst" in overlay:
+            out["dataset"]["train"][stage]["max_inst"] = overlay["max_inst"]
+        out["train"][stage] = {**section(out, f"train.{stage}"), **(entry.get("train", {}).get(stage) or {}),
+                               "out_dir": str(stage_dir(params, stage, name))}
+    return out

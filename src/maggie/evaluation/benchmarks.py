@@ -1,0 +1,173 @@
+"""Evaluation stages: one image benchmark (subset x mask source) or one video split per call.
+
+Used by the ``evaluate_image`` and ``evaluate_video`` stages (one benchmark per call) and by the
+training validation.  They write the paper's metrics (reference definitions and scales) for the trained network and, as
+reference rows, for the guidance mask used directly as the alpha; a few predictions are
+saved as PNG previews for the report.  Inference follows the reference protocol: short
+side ``test.short_size``, padding to a multiple of 32, masks quantised to OS8 for images
+(``test.image.quantise_masks``), sliding 3-frame clips for video.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from maggie.config.methods import NETWORK, best_weights, has_video_training
+from maggie.config.params import load_params, section
+from maggie.data.layout import ImageTestSet, VideoTestSet
+from maggie.drawing import colour_mattes, grid, label
+from maggie.engine import distributed as dist
+from maggie.evaluation.metrics import TEMPORAL, MetricAccumulator, make_trimap
+from maggie.evaluation.references import REFERENCES, reference_predictor
+from maggie.files import write_json, write_png
+from maggie.inference.pipeline import predict_frames, predict_video
+from maggie.models import load_model
+
+log = logging.getLogger("maggie.evaluation")
+
+
+def _accumulators(names, method: str = "maggie") -> dict[str, MetricAccumulator]:
+    return {method: MetricAccumulator(names), "mask_as_alpha": MetricAccumulator(names)}
+
+
+def _title(method: str) -> str:
+    return {"maggie": "MaGGIe", "closed_form": "closed form"}.get(method, method)
+
+
+def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool):
+    """``predict(image [H, W, 3], masks [N, H, W]) -> [N, H, W]`` for a network, one image at a time."""
+    def predict(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return predict_frames(model, image[None], masks[None], short_size, device, quantise_masks=quantise_masks)[0]
+    return predict
+
+
+def evaluate_images(model, params: dict[str, Any], subset: str | None = None, source: str | None = None,
+                    limit: int | None = None, device: torch.device | None = None, names=None,
+                    validation: bool = False, previews: Path | None = None, method: str = "maggie",
+                    predict=None) -> dict[str, Any]:
+    """Metrics of a network (``model``) or of a reference method (``predict``) on one image benchmark."""
+    test = section(params, "test")
+    img_cfg = section(params, "test.image")
+    subset = subset or img_cfg["val_subset"]
+    source = source or img_cfg["val_source"]
+    names = tuple(names or test["metrics"])
+    device = device or torch.device("cpu")
+    data = ImageTestSet(section(params, "data")["root"], img_cfg["dir"], subset, source)
+    accs = _accumulators(names, method)
+    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg.get("quantise_masks", True))
+    count = 0
+    rows = []
+    items = data.names[:limit] if limit else data.names
+    for name in tqdm(items, desc=f"eval {method} {subset}/{source}", disable=validation, unit="img"):
+        image, alphas, masks = data.load(name)
+        pred = predict(image, masks)
+        trimap = np.stack([make_trimap(a) for a in alphas])[None] if any(n.endswith(("_fg", "_bg", "_unk"))
+                                                                          for n in names) else None
+        accs[method].update(pred[None], alphas[None], trimap)
+        accs["mask_as_alpha"].update(masks[None].astype(np.float32), alphas[None], trimap)
+        count += 1
+        if previews is not None and len(rows) < 3:
+            rows.append([label(image, name), label(colour_mattes(masks.astype(np.float32)), source),
+                         label(colour_mattes(pred), _title(method)), label(colour_mattes(alphas), "truth")])
+    if previews is not None and rows:
+        write_png(previews, grid(rows))
+    result = {k: acc.average() for k, acc in accs.items()}
+    result["count"] = count
+    return result
+
+
+def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> None:
+    """Spatial metrics on every frame; temporal ones once per consecutive frame pair, as the
+    reference's test loop scores each newly final pair (it batches the last three pairs together)."""
+    spatial = [n for n in acc.names if n not in TEMPORAL]
+    temporal = [n for n in acc.names if n in TEMPORAL]
+    part = MetricAccumulator(spatial)
+    part.update(pred, gt)
+    acc.add_state(part.state())
+    for t in range(1, gt.shape[0] if temporal else 0):
+        pair = MetricAccumulator(temporal)
+        pair.update(pred[t - 1:t + 1], gt[t - 1:t + 1])
+        acc.add_state(pair.state())
+
+
+def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
+                    device: torch.device | None = None, names=None, validation: bool = False,
+                    previews: Path | None = None, method: str = "maggie", predict=None) -> dict[str, Any]:
+    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split."""
+    test = section(params, "test")
+    vid_cfg = section(params, "test.video")
+    split = split or vid_cfg["val_split"]
+    names = tuple(names or (list(test["metrics"]) + list(vid_cfg.get("extra_metrics", []))))
+    device = device or torch.device("cpu")
+    data = VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split, vid_cfg.get("mask_dir", "xmem"))
+    accs = _accumulators(names, method)
+    videos = data.videos[:limit] if limit else data.videos
+    rows = []
+    for video in tqdm(videos, desc=f"eval {method} {split}", disable=validation, unit="video"):
+        frames = data.frames(video)
+        gts, masks, preds = [], [], []
+        stream = ((f.image, f.masks) for f in frames)
+        outputs = (predict(f.image, f.masks) for f in frames) if predict is not None else \
+            predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3))
+        for frame, pred in zip(frames, outputs, strict=True):
+            gts.append(frame.alphas)
+            masks.append(frame.masks.astype(np.float32))
+            preds.append(pred)
+        gt, mk, pr = np.stack(gts), np.stack(masks), np.stack(preds)
+        for key, values in ((method, pr), ("mask_as_alpha", mk)):
+            update_video(accs[key], values, gt)
+        if previews is not None and len(rows) < 2:
+            mid = len(frames) // 2
+            rows.append([label(frames[mid].image, f"{video} t={mid}"), label(colour_mattes(mk[mid]), "tracker mask"),
+                         label(colour_mattes(pr[mid]), _title(method)), label(colour_mattes(gt[mid]), "truth")])
+    if previews is not None and rows:
+        write_png(previews, grid(rows))
+    result = {k: acc.average() for k, acc in accs.items()}
+    result["count"] = len(videos)
+    return result
+
+
+def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None:
+    """The weights a method is evaluated with (None for the references)."""
+    if method in REFERENCES:
+        return None
+    video = kind == "video" and (method == NETWORK or has_video_training(params, method))
+    return str(best_weights(params, "video" if video else "image", method))
+
+
+def run_benchmark(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
+                  device: str = "auto", **where: str) -> dict[str, Any]:
+    """Evaluate ``method`` on one image benchmark (``subset``, ``source``) or video split (``split``);
+    write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and its preview PNG."""
+    params = load_params(params_path)
+    rt = dist.setup(device)
+    weights = weights or method_weights(params, method, kind)
+    model, predict = None, None
+    if weights is None:
+        settings = (section(params, "methods") or {}).get(method) or {}
+        predict = reference_predictor(method, settings)
+    else:
+        model = load_model(weights, device=rt.device)
+    t0 = time.time()
+    out_dir = Path(section(params, "test")["out_dir"])
+    base = Path(kind) if method == NETWORK else Path("methods") / method / kind
+    if kind == "image":
+        stem = base / where["subset"] / where["source"]
+        result = evaluate_images(model, params, where["subset"], where["source"], device=rt.device,
+                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
+    else:
+        stem = base / where["split"]
+        result = evaluate_videos(model, params, where["split"], device=rt.device,
+                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
+    result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2))
+    write_json(out_dir / f"{stem}.json", result)
+    log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
+             result["mask_as_alpha"]["MAD"], result["count"])
+    return result

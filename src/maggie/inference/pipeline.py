@@ -1,0 +1,142 @@
+"""Inference around the network: normalise, resize to a short side, pad, run, and undo.
+
+Shared by the evaluation stages, the training validation and the user-facing predictor,
+so that every path treats images the way the reference's test loader does: resize so the
+short side is ``short_size`` (bilinear for images, nearest for masks), pad bottom/right to a
+multiple of ``pad_to``, and map the mattes back with a bilinear resize (align_corners=True),
+zeroing values <= 1/255 and saturating values >= 254/255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an input of size (h0, w0) was resized to (h, w) and padded to (hp, wp)."""
+
+    h0: int
+    w0: int
+    h: int
+    w: int
+    hp: int
+    wp: int
+
+
+def plan_geometry(h0: int, w0: int, short_size: int, pad_to: int = 32) -> Geometry:
+    scale = short_size / min(h0, w0)
+    h, w = max(1, int(h0 * scale)), max(1, int(w0 * scale))
+    hp, wp = -(-h // pad_to) * pad_to, -(-w // pad_to) * pad_to
+    return Geometry(h0, w0, h, w, hp, wp)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8-range or [0, 1] RGB ``[..., 3, H, W]`` -> ImageNet-normalised float."""
+    x = images.float()
+    if x.max() > 1.5:
+        x = x / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def denormalise(image: torch.Tensor) -> np.ndarray:
+    """Normalised ``[3, H, W]`` tensor -> uint8 RGB ``[H, W, 3]``."""
+    x = image.detach().float().cpu().numpy().transpose(1, 2, 0)
+    x = x * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    return np.clip(x * 255.0, 0, 255).astype(np.uint8)
+
+
+def prepare(images: np.ndarray, masks: np.ndarray, geom: Geometry, quantise_masks: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """images ``[T, H0, W0, 3]`` uint8, masks ``[T, N, H0, W0]`` {0,1} -> network inputs ``[1, T, ...]``.
+
+    ``quantise_masks`` reproduces the reference benchmark protocol: masks are reduced to
+    OS8 by taking the top-left pixel of every 8x8 block (the model upsamples them back).
+    """
+    img = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    img = F.interpolate(img, size=(geom.h, geom.w), mode="bilinear", align_corners=False)
+    img = normalise(img / 255.0)
+    img = F.pad(img, (0, geom.wp - geom.w, 0, geom.hp - geom.h))
+    m = torch.from_numpy(np.ascontiguousarray(masks)).float()
+    m = F.interpolate(m, size=(geom.h, geom.w), mode="nearest")
+    m = F.pad(m, (0, geom.wp - geom.w, 0, geom.hp - geom.h))
+    if quantise_masks:
+        m = m[..., ::8, ::8]
+    return img[None], (m > 0.5).float()[None]
+
+
+def restore(alpha: torch.Tensor, geom: Geometry) -> np.ndarray:
+    """``[..., Hp, Wp]`` network mattes -> ``[..., H0, W0]`` float32 numpy at the input's size."""
+    lead = alpha.shape[:-2]
+    a = alpha[..., : geom.h, : geom.w].reshape(-1, 1, geom.h, geom.w).float()
+    a = F.interpolate(a, size=(geom.h0, geom.w0), mode="bilinear", align_corners=True)
+    a = a.reshape(*lead, geom.h0, geom.w0)
+    a = torch.where(a <= 1.0 / 255.0, torch.zeros_like(a), a)
+    a = torch.where(a >= 254.0 / 255.0, torch.ones_like(a), a)
+    return a.clamp(0, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int, device: torch.device,
+                   quantise_masks: bool = False, pad_to: int = 32) -> np.ndarray:
+    """Mattes ``[T, N, H0, W0]`` for one image (T=1) or one clip processed as a whole."""
+    geom = plan_geometry(images.shape[1], images.shape[2], short_size, pad_to)
+    img, m = prepare(images, masks, geom, quantise_masks)
+    out = model(img.to(device), m.to(device))
+    return restore(out["alpha"][0], geom)
+
+
+@torch.no_grad()
+def predict_video(model, frames: Iterator[tuple[np.ndarray, np.ndarray]], short_size: int, device: torch.device,
+                  clip_length: int = 3, pad_to: int = 32) -> Iterator[np.ndarray]:
+    """Stream final mattes ``[N, H0, W0]`` frame by frame, as the reference's test loop does.
+
+    Clips of ``clip_length`` frames slide by one; each frame's final matte is the fused middle
+    of the clip centred on it, with the previous final frame carried into the fusion.  Memory
+    stays bounded by the clip, whatever the video length.
+    """
+    window: list[tuple[np.ndarray, np.ndarray]] = []
+    prev: torch.Tensor | None = None
+    geom = None
+    emitted = 0
+    for frame, mask in frames:
+        window.append((frame, mask))
+        if len(window) < clip_length:
+            continue
+        geom = geom or plan_geometry(frame.shape[0], frame.shape[1], short_size, pad_to)
+        imgs = np.stack([f for f, _ in window])
+        msks = np.stack([m for _, m in window])
+        img, m = prepare(imgs, msks, geom)
+        out = model(img.to(device), m.to(device), prev_alpha=prev)
+        alpha = out["alpha"][0]  # [T, N, Hp, Wp]
+        mid = clip_length // 2
+        if emitted == 0:
+            for i in range(mid):
+                yield restore(alpha[i], geom)
+                emitted += 1
+        yield restore(alpha[mid], geom)
+        emitted += 1
+        prev = alpha[mid][None]
+        window.pop(0)
+    if geom is None:
+        # Shorter than one clip: process what there is as a single clip.
+        if window:
+            geom = plan_geometry(window[0][0].shape[0], window[0][0].shape[1], short_size, pad_to)
+            img, m = prepare(np.stack([f for f, _ in window]), np.stack([k for _, k in window]), geom)
+            alpha = model(img.to(device), m.to(device))["alpha"][0]
+            for i in range(alpha.shape[0]):
+                yield restore(alpha[i], geom)
+        return
+    # The tail: the last clip's frames after its middle are final as fused.
+    for i in range(clip_length // 2 + 1, clip_length):
+        yield restore(alpha[i], geom)
