@@ -20,3 +20,17 @@ def parity_dir() -> Path:
     if not (PARITY / "maggie_image_weights.safetensors").exists():
         pytest.skip(f"parity fixtures not found under {PARITY}")
     return PARITY
+
+
+def repo_params() -> dict:
+    """The repository's params.yaml (the single source of every default)."""
+    from maggie.config.params import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def params_with(overrides: dict, base: dict | None = None) -> dict:
+    """params.yaml with ``overrides`` deep-merged over it (as a preset is)."""
+    from maggie.config.presets import deep_merge
+
+    return deep_merge(base if base is not None else repo_params(), overrides)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from maggie.models.maggie.encoder import ShortcutEncoder
-from maggie.models.maggie.pretrained_encoder import (
+from maggie.engine.pretrained_encoder import (
     REFERENCE_PATH,
     load_pretrained_encoder,
     read_encoder_checkpoint,
     resolve_pretrained,
 )
+from maggie.models.maggie.encoder import ShortcutEncoder
 from maggie.models.weights import WeightsError
 
 

@@ -12,23 +12,28 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import params_with, repo_params
 
 from maggie.data.layout import LayoutError, verify_layout
 from maggie.data.mask_sources import (
-    DEFAULT_MASK_SOURCES,
     RecipeError,
     apply_mask_source,
     mask_iou,
     simulate_tracker,
 )
 from maggie.data.synth.composite import Layer, composite, composite_placed, place_layer, quantize_mattes
-from maggie.data.synth.config import LEVELS, ParamsError, load_data_config, resolve_data_config
+from maggie.data.synth.config import load_data_config, resolve_data_config
+from maggie.data.synth.datasets import synthesize
 from maggie.data.synth.figure_render import render_figure
 from maggie.data.synth.figures import pose_at, sample_figure_spec
 from maggie.data.synth.parallel import sample_rng
 from maggie.data.synth.procedural import AssetBank, build_asset_bank
 from maggie.data.synth.scenes import image_scene, video_scene
-from maggie.stages.synthesize import main, synthesize
+from maggie.errors import ParamsError
+from maggie.stages.synthesize import main
+
+MASK_SOURCES = repo_params()["data"]["image_test"]["mask_sources"]
+LEVELS = repo_params()["data"]["video_levels"]
 
 TINY_BANK = {
     "figures": {"train": 4, "test": 3, "held_out": 3},
@@ -39,18 +44,16 @@ TINY_BANK = {
 
 
 def tiny_data(root: Path, seed: int = 7, workers: int = 1) -> dict:
-    return resolve_data_config(
-        {
-            "root": str(root),
-            "seed": seed,
-            "workers": workers,
-            "bank": TINY_BANK,
-            "image_train": {"count": 3, "size": [64, 64]},
-            "image_test": {"count_per_subset": 2, "size": [64, 64]},
-            "video_train": {"count": 2, "frames": 3, "size": [64, 64]},
-            "video_test": {"count_per_split": 1, "frames": 3, "size": [64, 64]},
-        }
-    )
+    return resolve_data_config(params_with({"data": {
+        "root": str(root),
+        "seed": seed,
+        "workers": workers,
+        "bank": TINY_BANK,
+        "image_train": {"count": 3, "size": [64, 64]},
+        "image_test": {"count_per_subset": 2, "size": [64, 64]},
+        "video_train": {"count": 2, "frames": 3, "size": [64, 64]},
+        "video_test": {"count_per_split": 1, "frames": 3, "size": [64, 64]},
+    }})["data"])
 
 
 @pytest.fixture(scope="session")
@@ -207,9 +210,9 @@ def scenes(bank_dir):
 
 
 def test_mask_sources_degrade_in_order(scenes):
-    assert len(DEFAULT_MASK_SOURCES) == 10
+    assert len(MASK_SOURCES) == 10
     means = []
-    for source_index, (name, recipe) in enumerate(DEFAULT_MASK_SOURCES.items()):
+    for source_index, (name, recipe) in enumerate(MASK_SOURCES.items()):
         ious = []
         for rep in range(2):
             for i, alphas in enumerate(scenes):
@@ -297,7 +300,7 @@ def test_layouts_match_the_reference_loaders(built):
         assert total.shape == shape and total.max() <= 255
     # HIM test loader: <root>/images/<subset>/*.jpg, masks by replacing 'alphas' with the mask folder name
     test = built / "HIM2K_M-HIM2K"
-    sources = sorted(f"masks_matched_{s}" for s in DEFAULT_MASK_SOURCES)
+    sources = sorted(f"masks_matched_{s}" for s in MASK_SOURCES)
     assert sorted(os.listdir(test)) == sorted(
         ["alphas", "contact_sheet.png", "images", "manifest.json", *sources]
     )
@@ -371,7 +374,7 @@ def test_output_replaced_atomically(tmp_path, built, monkeypatch):
     shutil.copytree(built / "raw", root / "raw")
     (root / "I-HIM50K").mkdir()
     (root / "I-HIM50K" / "stale.txt").write_text("old")
-    import maggie.stages.synthesize as synth
+    import maggie.data.synth.datasets as synth
 
     def broken(*_args):
         raise RuntimeError("interrupted")
@@ -406,11 +409,11 @@ def test_pulled_source_is_checked_and_placed(tmp_path, built):
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "nothing")}}))
+    params.write_text(yaml.safe_dump(params_with({"data": {"root": str(tmp_path / "nothing")}})))
     assert main(["image_train", "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "asset bank not found" in err and "\n" not in err
-    params.write_text(yaml.safe_dump({"data": {"image_train": {"cout": 3}}}))
+    assert err.startswith("synthesize: error:") and "asset bank not found" in err and "\n" not in err
+    params.write_text(yaml.safe_dump(params_with({"data": {"image_train": {"cout": 3}}})))
     with pytest.raises(ParamsError, match="cout"):
         load_data_config(params)
     assert main(["video_test", "--params", str(tmp_path / "missing.yaml")]) == 2

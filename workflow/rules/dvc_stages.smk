@@ -1,6 +1,6 @@
-# Rules generated from the DVC stages.  Persistent outputs (resumable checkpoints) are left
-# out of the declared outputs so that Snakemake, like DVC, does not delete them before a run.
-from maggie.dag import is_directory_output, load_stages, resolve_inputs
+# Rules generated from the DVC stages.  Persistent outputs (resumable checkpoints) are left out of the
+# declared outputs so that Snakemake, like DVC, does not delete them before a run.
+from maggie.config.dag import is_directory_output, load_stages, resolve_inputs, resources
 
 STAGES = load_stages(".")
 GROUPS = {}
@@ -28,6 +28,7 @@ for _group, _members in GROUPS.items():
 
 
 for _stage in STAGES:
+    _res = resources(config, _stage.group)
     rule:
         name:
             _stage.rule
@@ -35,8 +36,16 @@ for _stage in STAGES:
             resolve_inputs(_stage, STAGES),
         output:
             _outputs(_stage),
+        log:
+            f"logs/{_stage.rule}.log",
+        threads: _res.get("threads", 1)
+        resources:
+            mem_mb=_res.get("mem_mb", 4000),
+            runtime=_res.get("runtime", 30),
         params:
             # Bound now: a shell directive would read _stage when the job runs (the loop's last).
             cmd=_stage.cmd,
+            # The stage's params.yaml values: Snakemake's params rerun trigger then matches DVC's.
+            values=_stage.params_json,
         shell:
-            "{params.cmd}"
+            "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"

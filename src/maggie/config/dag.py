@@ -4,7 +4,7 @@
 (``${...}`` from params.yaml, ``foreach``/``matrix`` expansion), we ask DVC itself for the
 resolved stages, so Snakemake runs exactly the commands on exactly the files DVC would.
 
-    python -m maggie.dag        # print the resolved stages as JSON
+    python -m maggie.config.dag        # print the resolved stages as JSON
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class Stage:
     deps: tuple[str, ...]
     outs: tuple[str, ...]          # every output (outs, metrics, plots)
     persistent: tuple[str, ...]    # outputs DVC keeps between runs (``persist: true``)
+    params: dict[str, Any] = field(default_factory=dict)  # the params.yaml values the stage depends on
+
+    @property
+    def params_json(self) -> str:
+        """The stage's params values as one string: Snakemake reruns the rule when it changes, as DVC does."""
+        return json.dumps(self.params, sort_keys=True)
 
     @property
     def rule(self) -> str:
@@ -46,13 +53,18 @@ def load_stages(root: str | Path = ".") -> list[Stage]:
             if not getattr(st, "cmd", None):
                 continue
             outs = tuple(o.def_path for o in st.outs)
+            params: dict[str, Any] = {}
+            for d in st.deps:
+                if hasattr(d, "read_params"):
+                    params.update(d.read_params())
             stages.append(Stage(
                 name=st.addressing,
                 group=st.addressing.split("@")[0],
                 cmd=st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd),
-                deps=tuple(d.def_path for d in st.deps),
+                deps=tuple(d.def_path for d in st.deps if not hasattr(d, "read_params")),
                 outs=outs,
                 persistent=tuple(o.def_path for o in st.outs if o.persist),
+                params=params,
             ))
     return stages
 
@@ -69,7 +81,7 @@ def producers(stages: list[Stage]) -> dict[str, Stage]:
 def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
     """Inputs for Snakemake: each dep, or, for a folder that other stages write into
     (``eval/image``), every output under it, or, for a path inside a stage's output folder, that
-    folder; params.yaml changes are DVC's business."""
+    folder.  The stage's params values are the rule's params (see ``Stage.params_json``)."""
     made = producers(stages)
     inputs = []
     for dep in stage.deps:
@@ -83,6 +95,12 @@ def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
         within = [o for o in made if dep.startswith(o.rstrip("/") + "/")]
         inputs.extend(inside or within or [dep])
     return inputs
+
+
+def resources(params: dict[str, Any], group: str) -> dict[str, Any]:
+    """Snakemake threads and resources of a stage group: ``workflow.default`` updated by ``workflow.<group>``."""
+    table = params.get("workflow") or {}
+    return {**(table.get("default") or {}), **(table.get(group) or {})}
 
 
 def main() -> int:

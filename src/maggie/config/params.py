@@ -8,7 +8,8 @@ Key names follow the reference configs where they have an equivalent (``train.*`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,51 @@ import yaml
 
 from maggie.errors import ParamsError  # noqa: E402  (re-exported: the config's error type)
 
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+
+def load_params(path: str | os.PathLike = "params.yaml", validate: bool = True) -> dict[str, Any]:
+    """The params file as a dict, checked against ``params.schema.yaml`` (one line naming the key and file)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ParamsError(f"{path}: not valid YAML ({first})") from exc
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    if validate:
+        check_schema(data, str(path))
     return data
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def check_schema(params: dict[str, Any], where: str = "params.yaml") -> None:
+    """Refuse an unknown key, a wrong type or an out-of-range value with one line naming it."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema())(schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    err = jsonschema.exceptions.best_match(errors)
+    while err.context:  # oneOf/anyOf: the most specific alternative
+        err = jsonschema.exceptions.best_match(err.context)
+    key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        message = f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    elif err.validator == "required":
+        message = err.message.replace(" is a required property", " is missing")
+    else:
+        message = err.message
+    raise ParamsError(f"{where}: {key}: {message}")
 
 
 def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
@@ -42,66 +76,68 @@ def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
 
 
 def fill(cls, values: dict[str, Any], where: str):
-    """Instantiate a dataclass from a mapping, refusing unknown keys (typos) with the section name."""
+    """Instantiate a dataclass from a mapping, refusing unknown and missing keys with the section name."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ParamsError(f"params.yaml: unknown keys in '{where}': {', '.join(unknown)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required field is missing
+        raise ParamsError(f"params.yaml: '{where}': {exc}") from exc
 
 
-@dataclass
+# The typed views of the stage sections.  They hold no default of their own (params.yaml is the
+# single source, and the schema has already checked every key); the few fields with a default are
+# optional switches of one architecture, off when absent.
+
+
+@dataclass(kw_only=True)
 class LossWeights:
-    loss_alpha_w: float = 1.0
-    loss_alpha_grad_w: float = 0.05
-    loss_alpha_lap_w: float = 0.05
-    loss_atten_w: float = 5.0
-    loss_reweight_os8: bool = True
-    loss_dtSSD_w: float = 0.0
-    loss_temp_w: float = 1.0
+    loss_alpha_w: float
+    loss_alpha_grad_w: float
+    loss_alpha_lap_w: float
+    loss_atten_w: float
+    loss_reweight_os8: bool
+    loss_dtSSD_w: float
+    loss_temp_w: float
     loss_sum_one_w: float = 0.0  # InstMatt: its tri-mattes T + R + B should add up to 1
     loss_os8_bce_w: float = 0.0  # not in the reference: BCE on the OS8 logits (training from scratch)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelSettings(LossWeights):
-    arch: str = "maggie_image"
-    max_inst: int = 10
-    warmup_detail_iter: int = 3000
-    refine_mode: str = "sparse"
-    routing_init: bool = False
-    guidance_stem_init: bool = False
+    arch: str
+    max_inst: int
+    warmup_detail_iter: int
+    refine_mode: str
     # As the reference's ``model.encoder_args``; ``pretrained``: false, true (the reference's
     # pretrain/model_best_resnet34_En_nomixup.pth) or the path of GCA-Matting's encoder checkpoint.
-    encoder_args: dict[str, Any] = field(default_factory=lambda: {"pretrained": False})
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.encoder_args) - {"pretrained"})
-        if unknown:
-            raise ParamsError(f"params.yaml: unknown keys in 'model.*.encoder_args': {', '.join(unknown)} "
-                              "(the encoder's shape is fixed by the architecture; only 'pretrained' is read)")
+    encoder_args: dict[str, Any]
+    routing_init: bool = False
+    guidance_stem_init: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSettings:
-    max_iter: int = 52000
-    batch_size: int = 12
-    lr: float = 1.5e-4
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iters: int = 1000
-    clip_grad_norm: float = 0.01
-    val_iter: int = 500
-    val_count: int = 20
-    ckpt_iter: int = 500
-    log_iter: int = 10
-    vis_iter: int = 50
-    num_workers: int = 2
-    seed: int = 1234
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    init: str = ""  # weights to start from: path, hub id, or "image" (the image stage's best)
-    out_dir: str = "models/image"
-    device: str = "auto"
+    max_iter: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    betas: list[float]
+    warmup_iters: int
+    clip_grad_norm: float
+    val_iter: int
+    val_count: int
+    ckpt_iter: int
+    log_iter: int
+    vis_iter: int
+    num_workers: int
+    seed: int
+    precision: str  # auto | fp32 | fp16 | bf16
+    init: str | list[str]  # weights to start from, in order: paths, hub ids, or "image" (the image stage's best)
+    out_dir: str
+    device: str
 
 
 def stage_settings(params: dict[str, Any], stage: str) -> tuple[ModelSettings, TrainSettings]:

@@ -45,48 +45,6 @@ RECIPE_KEYS = frozenset(
     }
 )
 
-# Ordered from mild to severe.  From sim05 on, each recipe keeps the errors of the one before and adds one,
-# so the mean IoU falls along the list; sim03/sim04 are the dilated/eroded variants of sim02.
-_COARSE = {"coarse": 28}
-_WOBBLY = {**_COARSE, "box_jitter": 0.02, "jitter": [0.003, 0.006]}
-_ERODED = {**_WOBBLY, "morph": [-0.016, -0.008]}
-_HOLES = {**_ERODED, "holes": [1, 2], "hole_size": [0.03, 0.06]}
-_THIN = {**_HOLES, "open_thin": 0.03}
-_SPILL = {**_THIN, "spill": [0.05, 0.12], "spill_prob": 0.7}
-_BLOBS = {**_SPILL, "false_blobs": [1, 2], "blob_size": [0.05, 0.1]}
-DEFAULT_MASK_SOURCES: dict[str, dict] = {
-    "sim01_coarse28": {"description": "28x28 mask head upsampled in its box", **_COARSE},
-    "sim02_coarse28_jitter": {"description": "coarse, loose box, wobbly boundary", **_WOBBLY},
-    "sim03_dilated": {"description": "sim02, too large", **_WOBBLY, "morph": [0.006, 0.012]},
-    "sim04_eroded": {"description": "sim02, too small", **_ERODED},
-    "sim05_holes": {"description": "sim04 with holes", **_HOLES},
-    "sim06_thin_missed": {"description": "sim05 missing thin parts (hair, limbs)", **_THIN},
-    "sim07_spill": {"description": "sim06 spilling onto neighbours", **_SPILL},
-    "sim08_false_blobs": {"description": "sim07 with false-positive blobs", **_BLOBS},
-    "sim09_missed_merged": {
-        "description": "sim08 with missed and merged instances",
-        **_BLOBS,
-        "merge_prob": 0.3,
-        "miss_prob": 0.08,
-    },
-    "sim10_severe": {
-        "description": "all errors, strong",
-        "open_thin": 0.04,
-        "coarse": 28,
-        "box_jitter": 0.04,
-        "jitter": [0.008, 0.016],
-        "morph": [-0.025, -0.01],
-        "holes": [1, 3],
-        "hole_size": [0.04, 0.1],
-        "spill": [0.1, 0.2],
-        "spill_prob": 0.8,
-        "false_blobs": [1, 3],
-        "blob_size": [0.06, 0.14],
-        "merge_prob": 0.4,
-        "miss_prob": 0.12,
-    },
-}
-
 # Per frame: drift speed and boundary-error growth in fractions of the instance size, chance of losing the
 # track; calibrated so the mean IoU falls from 1 on the first frame to about 0.77 on the tenth.
 DEFAULT_TRACKER: dict = {

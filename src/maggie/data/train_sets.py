@@ -10,7 +10,7 @@ naming the file; with ``on_bad_sample: skip`` the sample is replaced by another 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +25,27 @@ from maggie.inference.pipeline import normalise
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainDataConfig:
-    crop: list[int] = field(default_factory=lambda: [512, 512])
-    max_inst: int = 10
-    short_size: int = 576
-    padding_crop_p: float = 0.1
-    flip_p: float = 0.5
-    gamma_p: float = 0.5
-    add_noise_p: float = 0.3
-    jpeg_p: float = 0.1
-    affine_p: float = 0.1
-    motion_p: float = 0.3
-    binarized_kernel: int = 30
-    downscale_mask_p: float = 0.5
-    simulated_guidance_p: float = 0.0  # share of samples whose guidance imitates a segmenter's errors
-    quantise_masks: bool = True  # images: guidance reduced to OS8 as the reference's loader does
-    clip_length: int = 8
-    max_step_size: int = 5
-    on_bad_sample: str = "skip"  # skip | error
+    """``dataset.train.<stage>`` (params.yaml and its schema document every key)."""
+
+    crop: list[int]
+    max_inst: int
+    short_size: int
+    padding_crop_p: float
+    flip_p: float
+    gamma_p: float
+    add_noise_p: float
+    jpeg_p: float
+    affine_p: float
+    binarized_kernel: int
+    downscale_mask_p: float
+    simulated_guidance_p: float
+    on_bad_sample: str  # skip | error
+    quantise_masks: bool = False  # images (the reference: true); videos never are
+    motion_p: float = 0.0  # video only
+    clip_length: int = 1  # video only
+    max_step_size: int = 1  # video only
     min_instance_pixels: float = 0.001  # fraction of the crop an instance must cover to be kept
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from maggie.config.params import ModelSettings, ParamsError, TrainSettings
+from maggie.engine.pretrained_encoder import load_pretrained_encoder, resolve_pretrained
 from maggie.models import build_model
 from maggie.models.maggie.encoder import ShortcutEncoder
-from maggie.models.maggie.pretrained_encoder import load_pretrained_encoder, resolve_pretrained
 
 
 def step_indices(seed: int, step: int, batch: int, size: int) -> list[tuple[int, int]]:

@@ -23,12 +23,12 @@ from maggie.config.methods import NETWORK, best_weights, has_video_training
 from maggie.config.params import load_params, section
 from maggie.data.layout import ImageTestSet, VideoTestSet
 from maggie.drawing import colour_mattes, grid, label
-from maggie.engine import distributed as dist
 from maggie.evaluation.metrics import TEMPORAL, MetricAccumulator, make_trimap
 from maggie.evaluation.references import REFERENCES, reference_predictor
 from maggie.files import write_json, write_png
 from maggie.inference.pipeline import predict_frames, predict_video
 from maggie.models import load_model
+from maggie.runtime import pick_device
 
 log = logging.getLogger("maggie.evaluation")
 
@@ -147,24 +147,24 @@ def run_benchmark(kind: str, params_path: str, method: str = NETWORK, weights: s
     """Evaluate ``method`` on one image benchmark (``subset``, ``source``) or video split (``split``);
     write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and its preview PNG."""
     params = load_params(params_path)
-    rt = dist.setup(device)
+    device = pick_device(device)
     weights = weights or method_weights(params, method, kind)
     model, predict = None, None
     if weights is None:
         settings = (section(params, "methods") or {}).get(method) or {}
         predict = reference_predictor(method, settings)
     else:
-        model = load_model(weights, device=rt.device)
+        model = load_model(weights, device=device)
     t0 = time.time()
     out_dir = Path(section(params, "test")["out_dir"])
     base = Path(kind) if method == NETWORK else Path("methods") / method / kind
     if kind == "image":
         stem = base / where["subset"] / where["source"]
-        result = evaluate_images(model, params, where["subset"], where["source"], device=rt.device,
+        result = evaluate_images(model, params, where["subset"], where["source"], device=device,
                                  previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
     else:
         stem = base / where["split"]
-        result = evaluate_videos(model, params, where["split"], device=rt.device,
+        result = evaluate_videos(model, params, where["split"], device=device,
                                  previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
     result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2))
     write_json(out_dir / f"{stem}.json", result)
