@@ -51,13 +51,13 @@ def test_two_processes_end_with_equal_weights(tiny, tmp_path):
 
 def test_resume_after_kill_gives_the_same_losses(tiny, tmp_path):
     full = tmp_path / "full"
-    run([sys.executable, "-m", "maggie.train", "--stage", "image", "--params", "params.yaml", "--out-dir", str(full)],
+    run([sys.executable, "-m", "maggie.stages.train_image", "--params", "params.yaml", "--out-dir", str(full)],
         tiny)
     reference = curve(full / "train_curve.csv")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "maggie.train", "--stage", "image", "--params", "params.yaml", "--out-dir",
+    cmd = [sys.executable, "-m", "maggie.stages.train_image", "--params", "params.yaml", "--out-dir",
            str(killed)]
     proc = subprocess.Popen(cmd, cwd=tiny, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "ckpt" / "last_state.pt"
@@ -93,7 +93,7 @@ def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
                         {"model": {"image": {"encoder_args": {"pretrained": str(tmp_path / "gca.pth")}}}})
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     out = tmp_path / "pre"
-    res = run([sys.executable, "-m", "maggie.train", "--stage", "image", "--params", str(tmp_path / "params.yaml"),
+    res = run([sys.executable, "-m", "maggie.stages.train_image", "--params", str(tmp_path / "params.yaml"),
                "--max-iter", "1", "--out-dir", str(out)], tiny)
     assert "encoder initialised from" in res.stderr
     weights = load_file(str(out / "best.safetensors"))
@@ -104,9 +104,9 @@ def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
     gca_checkpoint(tmp_path / "bad.pth", drop="layer1.0.bn1.weight")
     params["model"]["image"]["encoder_args"]["pretrained"] = str(tmp_path / "bad.pth")
     (tmp_path / "params.yaml").write_text(json.dumps(params))
-    bad = subprocess.run([sys.executable, "-m", "maggie.train", "--stage", "image", "--params",
+    bad = subprocess.run([sys.executable, "-m", "maggie.stages.train_image", "--params",
                           str(tmp_path / "params.yaml"), "--max-iter", "1", "--out-dir", str(tmp_path / "bad")],
                          cwd=tiny, env=env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("maggie.train: error: ")
+    assert bad.stderr.strip().splitlines()[-1].startswith("train_image: error: ")
     assert "layer1.0.bn1.weight" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,4 @@
-"""Methods beside MaGGIe: baseline overlays, their training through maggie.train, references, evaluation."""
+"""Methods beside MaGGIe: baseline overlays, their training through maggie.stages.train_*, references, evaluation."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_baseline_overlay_follows_its_reference_config(tiny):
 def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
     for method in ("sparsemat", "mgm", "instmatt"):
         for stage in ("image", "video"):
-            run([sys.executable, "-m", "maggie.train", "--stage", stage, "--method", method,
+            run([sys.executable, "-m", f"maggie.stages.train_{stage}", "--method", method,
                  "--params", "params.yaml"], tiny)
     sm = load_model(tiny / "models/baselines/sparsemat/video/best.safetensors")
     assert isinstance(sm, SparseMat)
@@ -58,12 +58,12 @@ def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
     assert isinstance(im, InstMatt) and im.cfg.arch == "instmatt"
     curve = (tiny / "models/baselines/instmatt/image/train_curve.csv").read_text().splitlines()
     assert "loss_sum_one" in curve[0] and len(curve) == 2
-    run([sys.executable, "-m", "maggie.evaluate", "image", "--method", "instmatt", "--subset", "in_dist",
+    run([sys.executable, "-m", "maggie.stages.evaluate_image", "--method", "instmatt", "--subset", "in_dist",
          "--source", "sim05_holes", "--params", "params.yaml"], tiny)
     result = json.loads((tiny / "eval/methods/instmatt/image/in_dist/sim05_holes.json").read_text())
     assert result["method"] == "instmatt" and result["instmatt"]["MAD"] >= 0
     # Both are then evaluated by the evaluation stage's command.
-    run([sys.executable, "-m", "maggie.evaluate", "video", "--method", "mgm", "--split", "comp_easy",
+    run([sys.executable, "-m", "maggie.stages.evaluate_video", "--method", "mgm", "--split", "comp_easy",
          "--params", "params.yaml"], tiny)
     result = json.loads((tiny / "eval/methods/mgm/video/comp_easy.json").read_text())
     assert result["method"] == "mgm" and result["mgm"]["MAD"] >= 0 and "dtSSD" in result["mgm"]
@@ -112,7 +112,7 @@ def test_closed_form_recovers_a_soft_edge_and_normalises_instances():
 
 
 def test_reference_evaluation_stage(tiny):
-    run([sys.executable, "-m", "maggie.evaluate", "image", "--method", "closed_form", "--subset", "in_dist",
+    run([sys.executable, "-m", "maggie.stages.evaluate_image", "--method", "closed_form", "--subset", "in_dist",
          "--source", "sim05_holes", "--params", "params.yaml"], tiny)
     result = json.loads((tiny / "eval/methods/closed_form/image/in_dist/sim05_holes.json").read_text())
     assert result["weights"] is None and result["count"] == 2

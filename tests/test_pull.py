@@ -91,7 +91,7 @@ def run_pull(project: Path, data: dict, extra_env: dict | None = None) -> subpro
             env.pop(k, None)
         else:
             env[k] = v
-    return subprocess.run([sys.executable, "-m", "maggie.data.pull", "--params", "params.yaml"], cwd=project,
+    return subprocess.run([sys.executable, "-m", "maggie.stages.pull", "--params", "params.yaml"], cwd=project,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -218,7 +218,7 @@ def test_pulled_datasets_go_through_the_synthesis_stages(tmp_path):
     make_data(made)
     user = make_project(tmp_path / "user", {"data": {"source": "local", "local": {"path": str(made / "data")}}})
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    stages = (["maggie.data.pull"], ["maggie.data.synthesize", "image_test"], ["maggie.data.synthesize", "video_test"])
+    stages = (["maggie.stages.pull"], ["maggie.stages.synthesize", "image_test"], ["maggie.stages.synthesize", "video_test"])
     for cmd in stages:
         res = subprocess.run([sys.executable, "-m", *cmd, "--params", "params.yaml"], cwd=user, env=env,
                              capture_output=True, text=True, timeout=300)

@@ -49,6 +49,6 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
 
 
 def make_data(project: Path) -> None:
-    run([sys.executable, "-m", "maggie.data.pull", "--params", "params.yaml"], project)
+    run([sys.executable, "-m", "maggie.stages.pull", "--params", "params.yaml"], project)
     for kind in ("image_train", "image_test", "video_train", "video_test"):
-        run([sys.executable, "-m", "maggie.data.synthesize", kind, "--params", "params.yaml"], project)
+        run([sys.executable, "-m", "maggie.stages.synthesize", kind, "--params", "params.yaml"], project)
