@@ -1,6 +1,6 @@
 """Latency and peak memory of the network against instance count and resolution.
 
-    python -m maggie.bench [--device cpu|cuda] [--out benchmarks/bench_<device>.json]
+    python benchmarks/bench_image.py [--device cpu|cuda] [--out benchmarks/bench_<device>.json]
 
 For each resolution, instance count and refinement path (sparse, dense) it times a full
 eval-mode forward with the detail region D fixed to a given fraction of the image, split
@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 for n in args.instances:
                     case = f"{h},{w},{n},{mode},{frac}"
                     if args.device == "cpu":  # a fresh process per case, so peak RSS is this case's
-                        res = subprocess.run([sys.executable, "-m", "maggie.bench", "--device", "cpu", "--repeats",
-                                              str(args.repeats), "--case", case], capture_output=True, text=True,
+                        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--device", "cpu",
+                                              "--repeats", str(args.repeats), "--case", case], capture_output=True,
+                                             text=True,
                                              check=True, env={**os.environ})
                         r = json.loads(res.stdout.strip().splitlines()[-1])
                     else:

@@ -1,6 +1,6 @@
 """Cost of every method against instance count, as in the paper's cost figure.
 
-    python -m maggie.bench_methods [--device auto] [--size 512 512] [--instances 1 2 5 10]
+    python benchmarks/bench_methods.py [--device auto] [--size 512 512] [--instances 1 2 5 10]
                                    [--out benchmarks/methods_cost_<device>.json]
 
 Each case is an eval-mode forward on the same image and the same masks (the first n of ten
@@ -13,7 +13,7 @@ duplicate another's, which with random weights is all of them, so ``instmatt`` i
 without the refiner and ``instmatt_refine_all`` its cost with the refiner on every instance.
 Likewise random weights leave every pixel of every instance uncertain, so ``maggie`` refines
 the whole image once per instance (its worst case); ``maggie_d10`` fixes the refined region to
-10% of the image split over the instances (``maggie.bench``'s setting), as boundaries are.
+10% of the image split over the instances (``bench_image.py``'s setting), as boundaries are.
 Prints a table, writes JSON and a PNG plot.
 """
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     h, w = args.size
     if h % 32 or w % 32:
-        print(f"maggie.bench_methods: error: --size {h} {w}: both must be multiples of 32", file=sys.stderr)
+        print(f"bench_methods: error: --size {h} {w}: both must be multiples of 32", file=sys.stderr)
         return 2
     if args.case:  # child process: one case, JSON on stdout
         print(json.dumps(one_case(args.case[0], int(args.case[1]), h, w, args.device, args.repeats)))
@@ -108,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method in args.methods:
         for n in args.instances:
-            cmd = [sys.executable, "-m", "maggie.bench_methods", "--case", method, str(n), "--size", str(h), str(w),
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--case", method, str(n), "--size", str(h), str(w),
                    "--device", args.device, "--repeats", str(args.repeats)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
-                print(f"maggie.bench_methods: error: {method} with {n} instances failed: "
+                print(f"bench_methods: error: {method} with {n} instances failed: "
                       f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}",
                       file=sys.stderr)
                 return 1

@@ -1,6 +1,6 @@
 """Peak memory of streamed video prediction against video length (it should not grow).
 
-    python -m maggie.bench_stream [--frames 10 300] [--size 192 256] [--out benchmarks/stream_memory.json]
+    python benchmarks/bench_stream.py [--frames 10 300] [--size 192 256] [--out benchmarks/stream_memory.json]
 
 Each length runs in a fresh subprocess (video network, random weights, synthetic frames and
 masks generated on the fly, nothing held by the caller) and reports its peak resident memory
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for n in args.frames:
-        res = subprocess.run([sys.executable, "-m", "maggie.bench_stream", "--worker", str(n), "--size", str(h),
+        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(n), "--size", str(h),
                               str(w), "--instances", str(args.instances)], capture_output=True, text=True)
         if res.returncode != 0:
             print(res.stderr[-2000:], file=sys.stderr)

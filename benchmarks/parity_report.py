@@ -1,6 +1,6 @@
 """Differences between our network and the authors' code on their parity fixtures, as figures.
 
-    python -m maggie.parity_report [--fixtures ../shared/parity] [--out benchmarks/parity.json]
+    python benchmarks/parity_report.py [--fixtures ../shared/parity] [--out benchmarks/parity.json]
 
 The tests assert the tolerance; this prints the actual mean / max absolute differences and
 the share of values off by more than 1e-2, per output, for both refinement paths, and for the
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     fixtures = Path(args.fixtures)
     if not (fixtures / "image_3inst.npz").exists():
-        print(f"maggie.parity_report: error: {fixtures}: no parity fixtures here", file=sys.stderr)
+        print(f"parity_report: error: {fixtures}: no parity fixtures here", file=sys.stderr)
         return 2
     rows = report(fixtures)
     if (Path(args.instmatt) / "instmatt_4inst.npz").exists():

@@ -3,5 +3,5 @@
 # run of the whole DAG on tiny params through DVC and one through Snakemake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ruff check src tests
+ruff check src tests benchmarks
 python -m pytest -q tests

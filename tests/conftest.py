@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MAGGIE_SHARED", REPO.parent / "shared"))
 PARITY = SHARED / "parity"
+# The developer tools in benchmarks/ (outside the package): the parity tests read the fixtures
+# through the same helpers as benchmarks/parity_report.py.
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

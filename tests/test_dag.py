@@ -26,8 +26,8 @@ def test_dvc_resolves_the_expected_stages(stages):
     subsets, sources = params["test"]["image"]["subsets"], params["test"]["image"]["mask_sources"]
     splits = params["test"]["video"]["splits"]
     names = {s.name for s in stages}
-    expected = {"pull", "synth_image_train", "synth_image_test", "synth_video_train", "synth_video_test",
-                "train_image", "train_video", "qualitative", "report"}
+    expected = {"pull", "synthesize@image_train", "synthesize@image_test", "synthesize@video_train",
+                "synthesize@video_test", "train_image", "train_video", "qualitative", "report"}
     expected |= {f"evaluate_image@{a}-{b}" for a in subsets for b in sources}
     expected |= {f"evaluate_video@{s}" for s in splits}
     # The default compares with the references; baselines (none by default) get stages of their own.
@@ -45,7 +45,7 @@ def test_dvc_resolves_the_expected_stages(stages):
 def test_qualitative_stage_waits_for_the_folder_it_reads(stages):
     qual = next(s for s in stages if s.name == "qualitative")
     inputs = set(resolve_inputs(qual, stages))
-    # test.qualitative.dir lies inside synth_video_test's output folder: Snakemake must wait for that stage.
+    # test.qualitative.dir lies inside synthesize@video_test's output folder: Snakemake must wait for that stage.
     assert "data/V-HIM60" in inputs and "models/video/best.safetensors" in inputs
     assert "eval/qualitative" in resolve_inputs(next(s for s in stages if s.name == "report"), stages)
 
@@ -56,6 +56,12 @@ def test_report_waits_for_every_evaluation(stages):
     for s in stages:
         if s.group.startswith("evaluate_"):
             assert set(s.outs) <= inputs, s.name
+
+
+def threads(stage) -> int:
+    from maggie.config.dag import resources
+
+    return resources(load_params(REPO / "params.yaml"), stage.group).get("threads", 1)
 
 
 def snakemake(*args: str) -> str:
@@ -73,10 +79,10 @@ def test_snakemake_has_a_rule_per_stage_and_group(stages):
 
 @pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
 def test_snakemake_runs_the_same_commands_on_the_same_files(stages):
-    plan = snakemake("--dry-run", "--printshellcmds", "--forceall", "--cores", "1", "all")
+    plan = snakemake("--dry-run", "--printshellcmds", "--forceall", "--cores", "2", "all")
     commands = dict(re.findall(r"^rule (\S+):.*?^Shell command: (.*?)$", plan, flags=re.S | re.M))
     for s in stages:
-        assert commands.get(s.rule) == s.cmd, s.name
+        assert commands.get(s.rule) == f"OMP_NUM_THREADS={min(threads(s), 2)} {s.cmd} > logs/{s.rule}.log 2>&1", s.name
         for out in s.outs:
             if out not in s.persistent:
                 assert out in plan, (s.name, out)
@@ -84,3 +90,55 @@ def test_snakemake_runs_the_same_commands_on_the_same_files(stages):
     chain = snakemake("--dry-run", "--forceall", "--cores", "1", "evaluate_video")
     assert "evaluate_video__comp_easy" in chain and "train_video" in chain
     assert "evaluate_image__" not in chain and "rule report" not in chain
+
+
+# ---- every stage depends on exactly the code it runs -----------------------------------------------------
+
+
+def stage_module(stage) -> str:
+    m = re.search(r"-m maggie\.stages\.(\w+)", stage.cmd)
+    assert m, f"{stage.name}: its command does not run a module of maggie.stages: {stage.cmd}"
+    return m.group(1)
+
+
+def declared_code(stage) -> set[Path]:
+    """The files under src/ that the stage's deps cover (folders expanded as DVC hashes them)."""
+    from maggie.config.code_deps import _package_files
+
+    files: set[Path] = set()
+    for dep in stage.deps:
+        path = REPO / dep
+        if not dep.startswith("src/"):
+            continue
+        files.update(_package_files(path) if path.is_dir() else [path.resolve()])
+    return {f.resolve() for f in files}
+
+
+def test_every_stage_lists_exactly_the_import_closure_of_its_module(stages):
+    from maggie.config.code_deps import stage_closure
+
+    for s in stages:
+        closure = {f.resolve() for f in stage_closure(stage_module(s))}
+        declared = declared_code(s)
+        missing = sorted(str(f.relative_to(REPO)) for f in closure - declared)
+        extra = sorted(str(f.relative_to(REPO)) for f in declared - closure)
+        assert not missing, f"{s.name}: dvc.yaml misses code it runs: {missing}"
+        assert not extra, f"{s.name}: dvc.yaml lists code it does not run: {extra}"
+
+
+def test_stage_modules_exist_and_are_named_like_their_stage_group(stages):
+    for s in stages:
+        module = stage_module(s)
+        assert (REPO / "src" / "maggie" / "stages" / f"{module}.py").is_file()
+        group = s.group.replace("_baseline", "").replace("_reference", "")
+        assert group == module, f"{s.name} runs maggie.stages.{module}"
+
+
+def test_the_library_never_imports_training_or_stage_code():
+    from maggie.config.code_deps import closure
+
+    for api in ("maggie.inference.predictor", "maggie.inference.export", "maggie.models", "maggie.cli"):
+        names = {str(f.relative_to(REPO / "src")) for f in closure(api)}
+        bad = sorted(n for n in names if n.startswith(("maggie/engine", "maggie/stages", "maggie/data/synth",
+                                                        "maggie/data/fetch", "maggie/evaluation")))
+        assert not bad, f"{api} imports {bad}"

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import repo_params
 
 from maggie.data.layout import DataError
 from maggie.data.train_sets import ImageTrainDataset, TrainDataConfig, VideoTrainDataset
@@ -47,7 +48,8 @@ def video_layout(root: Path, frames: int = 6, people: int = 2) -> Path:
 
 
 def cfg(**kw) -> TrainDataConfig:
-    base = dict(crop=[64, 64], short_size=96, max_inst=10, clip_length=3, max_step_size=2)
+    base = {**repo_params()["dataset"]["train"]["video"], "crop": [64, 64], "short_size": 96, "max_inst": 10,
+            "clip_length": 3, "max_step_size": 2}
     return TrainDataConfig(**{**base, **kw})
 
 
@@ -84,7 +86,7 @@ def test_video_clip(tmp_path):
 @pytest.mark.parametrize("defect,needle", [
     ("size", "alpha is 64x48"),
     ("missing", "no alpha mattes"),
-    ("unreadable", "unreadable"),
+    ("unreadable", "not a readable image"),
 ])
 def test_bad_data_is_one_line_or_skipped_and_counted(tmp_path, defect, needle):
     root = image_layout(tmp_path / "I", count=3)

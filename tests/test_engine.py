@@ -41,8 +41,8 @@ def curve(path: Path) -> dict[int, float]:
 
 def test_two_processes_end_with_equal_weights(tiny, tmp_path):
     out = tmp_path / "ddp"
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "maggie.train",
-         "--stage", "image", "--params", "params.yaml", "--max-iter", "2", "--out-dir", str(out)], tiny)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "maggie.stages.train_image", "--params", "params.yaml", "--max-iter", "2", "--out-dir", str(out)], tiny)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["processes"] == 2
     sums = summary["rank_weight_checksums"]

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_project import make_data, make_project, run
+from tiny_project import REPO, make_data, make_project, run
 
 from maggie.config.methods import method_params
 from maggie.config.params import LossWeights, ParamsError, load_params
@@ -75,7 +75,9 @@ def test_sparsemat_objective_is_dispatched():
     gt = torch.zeros(2, 1, 1, 64, 64)
     gt[..., 10:50, 10:50] = 1
     out = model(x, (gt > 0.5).float())
-    losses = training_objective("sparsemat")(out, {"alpha": gt, "mask": gt}, LossWeights())
+    losses = training_objective("sparsemat")(out, {"alpha": gt, "mask": gt}, LossWeights(
+        loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=0.0, loss_reweight_os8=False,
+        loss_dtSSD_w=0.0, loss_temp_w=0.0))
     assert {"loss_rec", "loss_lap", "loss_grad", "total"} == set(losses)
 
 
@@ -122,8 +124,8 @@ def test_reference_evaluation_stage(tiny):
 
 def test_cost_benchmark_writes_a_row_per_method_and_count(tmp_path):
     out = tmp_path / "cost.json"
-    run([sys.executable, "-m", "maggie.bench_methods", "--size", "64", "64", "--instances", "1", "2", "--methods",
-         "mgm", "sparsemat", "--repeats", "1", "--out", str(out)], tmp_path)
+    run([sys.executable, str(REPO / "benchmarks" / "bench_methods.py"), "--size", "64", "64", "--instances", "1", "2",
+         "--methods", "mgm", "sparsemat", "--repeats", "1", "--out", str(out)], tmp_path)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["instances"]) for r in rows] == [("mgm", 1), ("mgm", 2), ("sparsemat", 1),
                                                             ("sparsemat", 2)]

@@ -55,6 +55,34 @@ def check_results(project: Path) -> dict:
     return metrics
 
 
+EDITED = ("src/maggie/data/synth/scenes.py", "src/maggie/data/augment.py", "src/maggie/evaluation/report.py")
+
+
+def importers(project: Path, rel: str) -> set[str]:
+    """The DVC stages of ``project`` whose module's import closure holds ``rel`` (what an edit must make stale)."""
+    import sys
+
+    sys.path.insert(0, str(project / "src"))
+    from maggie.config.code_deps import SRC, stage_closure
+    from maggie.config.dag import load_stages
+
+    target = (project / rel).resolve()
+    out = set()
+    for st in load_stages(project):
+        module = st.cmd.split("-m maggie.stages.")[1].split()[0]
+        closure = {(project / "src" / f.relative_to(SRC)).resolve() for f in stage_closure(module)}
+        if target in closure:
+            out.add(st.name)
+    return out
+
+
+def edit(project: Path, rel: str) -> str:
+    path = project / rel
+    old = path.read_text()
+    path.write_text(old + "\n# edited by the test\n")
+    return old
+
+
 def test_dvc_repro_runs_the_whole_dag(tmp_path):
     project = make_repo(make_project(tmp_path / "dvc"))
     run(["dvc", "repro"], project, timeout=900)
@@ -62,6 +90,14 @@ def test_dvc_repro_runs_the_whole_dag(tmp_path):
     # Nothing left to do: every stage is cached and up to date.
     status = run(["dvc", "status"], project).stdout
     assert "changed" not in status, status
+    # A code change makes stale exactly the stages whose module imports the edited file.
+    for rel in EDITED:
+        old = edit(project, rel)
+        changed = set(json.loads(run(["dvc", "status", "--json"], project).stdout))
+        expected = importers(project, rel)
+        assert expected and changed == expected, (rel, changed ^ expected)
+        (project / rel).write_text(old)
+    assert "changed" not in run(["dvc", "status"], project).stdout
     # A parameter change (what `dvc exp run -S train.video.max_iter=3` makes) touches exactly the
     # stages that declare it: the video stage, not the image training or the image evaluations.
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -77,3 +113,35 @@ def test_snakemake_runs_the_same_dag(tmp_path):
     project = make_repo(make_project(tmp_path / "smk"))  # the workflow asks DVC for the stages
     run(["snakemake", "--cores", "2", "all"], project, timeout=900)
     check_results(project)
+    assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "2", "all"], project).stdout
+    assert (project / "logs" / "report.log").stat().st_size > 0
+    # A code change reruns exactly the rules whose module imports the edited file (then what follows
+    # from their new outputs), as with DVC.
+    for rel in EDITED:
+        old = edit(project, rel)
+        plan = run(["snakemake", "-n", "--cores", "2", "all"], project).stdout
+        assert triggered(plan, "updated input files") == {rule(n) for n in importers(project, rel)}, rel
+        (project / rel).write_text(old)
+        subprocess.run(["touch", "-d", "2000-01-01", str(project / rel)], check=True)
+    # A params edit reruns exactly the rules whose stage declares the key (the rule carries the values).
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["video"]["max_iter"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = run(["snakemake", "-n", "--cores", "2", "all"], project).stdout
+    assert triggered(plan, "params have changed") == {"train_video", "train_baseline_video__mgm_tcvom"}, plan[-2000:]
+
+
+def rule(stage_name: str) -> str:
+    import re
+
+    return re.sub(r"\W", "_", stage_name.replace("@", "__"))
+
+
+def triggered(plan: str, reason: str) -> set[str]:
+    """Rules a Snakemake dry run gives ``reason`` for (its "Reasons:" summary)."""
+    lines = plan.splitlines()
+    out: set[str] = set()
+    for i, line in enumerate(lines):
+        if line.strip().lower().startswith(reason) and i + 1 < len(lines):
+            out.update(r.strip() for r in lines[i + 1].split(",") if r.strip())
+    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import params_with
 
 from maggie.data.fetch.archives import extract_zip, join_split_zip, split_segments
 from maggie.data.layout import DataError
@@ -82,7 +83,7 @@ def test_members_outside_the_folder_are_refused(tmp_path):
 
 
 def run_pull(project: Path, data: dict, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    params = {"data": {"root": "data", "seed": 0, **data}}
+    params = params_with({"data": {"root": "data", "seed": 0, **data}})
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -218,7 +219,8 @@ def test_pulled_datasets_go_through_the_synthesis_stages(tmp_path):
     make_data(made)
     user = make_project(tmp_path / "user", {"data": {"source": "local", "local": {"path": str(made / "data")}}})
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    stages = (["maggie.stages.pull"], ["maggie.stages.synthesize", "image_test"], ["maggie.stages.synthesize", "video_test"])
+    stages = (["maggie.stages.pull"], ["maggie.stages.synthesize", "image_test"],
+              ["maggie.stages.synthesize", "video_test"])
     for cmd in stages:
         res = subprocess.run([sys.executable, "-m", *cmd, "--params", "params.yaml"], cwd=user, env=env,
                              capture_output=True, text=True, timeout=300)

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import params_with
 
-from maggie.evaluation.qualitative import frame_change, main, run
+from maggie.evaluation.qualitative import frame_change, run
 from maggie.evaluation.report import qualitative_section
 from maggie.files import write_image
 from maggie.models import MaGGIe, MaggieConfig, save_weights
+from maggie.stages.qualitative import main
 
 
 def test_frame_change_by_hand():
@@ -50,8 +52,8 @@ def project(tmp_path, monkeypatch):
         save_weights(model, tmp_path / "models" / stage / "best.safetensors")
     qualitative = {"dir": str(make_folder(tmp_path / "pexels")), "mask_dir": "masks", "limit": None,
                    "short_size": None, "out_dir": "eval/qualitative"}
-    params = {"train": {"image": {"out_dir": "models/image"}, "video": {"out_dir": "models/video"}},
-              "test": {"short_size": 64, "qualitative": qualitative}}
+    params = params_with({"train": {"image": {"out_dir": "models/image"}, "video": {"out_dir": "models/video"}},
+                          "test": {"short_size": 64, "qualitative": qualitative}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import params_with
 
 from maggie.data.fetch.source_lists import fetch_lists
 from maggie.data.layout import DataError, verify_layout
@@ -81,7 +82,7 @@ def sources(tmp_path_factory):
 
 def real_params(src: dict, data_root: Path, lists: dict | None = None) -> dict:
     size = [96, 128]
-    return {"data": {
+    data = {
         "source": "real", "root": str(data_root), "seed": 3, "workers": 1,
         "real": {
             "lists": lists or {"from": "local", "location": str(src["lists"])},
@@ -97,7 +98,11 @@ def real_params(src: dict, data_root: Path, lists: dict | None = None) -> dict:
                        "mask_sources": {"coarse": {"coarse": 14}}},
         "video_train": {"count": 2, "frames": 4, "size": size, "fg_pool": "vhm_train", "bg_pool": "vhm_train"},
         "video_test": {"count_per_split": 1, "frames": 4, "size": size, "fg_pool": "vhm_test", "bg_pool": "vhm_test"},
-    }}
+    }
+    merged = params_with({"data": data})
+    for key in ("subsets", "mask_sources"):  # replaced, not merged with the default's
+        merged["data"]["image_test"][key] = data["image_test"][key]
+    return merged
 
 
 def test_real_sources_compose_all_four_datasets(sources, tmp_path):

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["src", "workflow", "presets", "dvc.yaml", "params.yaml", "pyproject.toml", "README.md", ".dvcignore"]
+COPY = ["src", "workflow", "presets", "pretrain", "dvc.yaml", "params.yaml", "pyproject.toml", "README.md",
+        ".dvcignore"]
 
 
 def make_project(dest: Path, overrides: dict | None = None) -> Path:

@@ -102,8 +102,8 @@ def apply_preset(name: str, params_path: str | Path = "params.yaml", presets_dir
     names = (applied[0][len(MARKER):].split(",") if applied else [])
     names = [n.strip() for n in names if n.strip()] + [name]
     lines = [line for line in lines if not line.startswith(MARKER)]
-    write_text(params_path, f"{MARKER} {', '.join(names)}  (python -m maggie.preset default: back to the committed file)\n"
-               + "".join(lines))
+    header = f"{MARKER} {', '.join(names)}  (python -m maggie.preset default: back to the committed file)\n"
+    write_text(params_path, header + "".join(lines))
     return merged
 
 

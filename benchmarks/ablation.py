@@ -1,0 +1,178 @@
+"""What each change of the embedded default does: short runs from scratch, one change added at a time.
+
+    python benchmarks/ablation.py                 # every row not yet in benchmarks/ablation.json
+    python benchmarks/ablation.py --steps 600 --only guidance_full_res
+
+Each row trains the image network from scratch for ``--steps`` steps with the pipeline's own engine
+(``maggie.engine.loop.train``) on params.yaml with the row's overrides, then evaluates it on all 20
+image benchmarks (2 subsets x 10 mask sources, 16 images each) and records the mean MAD per subset
+next to the guidance mask's, the ratio of the two and in how many of the 10 sources it beats the
+mask.  Rows build on each other, from the reference's recipe to today's default; the data of each
+row are made once under ``--work`` (the test sets do not depend on the training pools).  Results go
+to ``benchmarks/ablation.json`` (a row is skipped when already there) and ``benchmarks/ablation.md``.
+The warm start's and the default run's rows come from ``pretrain/warm_start.json`` and
+``benchmarks/default_run_metrics.json`` when those exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from maggie.config.params import load_params  # noqa: E402
+from maggie.config.presets import deep_merge  # noqa: E402
+
+OLD_DATA = {"bank": {"figures": {"train": 48}, "backgrounds": {"train": 32}}, "image_train": {"count": 400}}
+REFERENCE = {
+    "dataset": {"train": {"image": {"simulated_guidance_p": 0.0, "quantise_masks": True}}},
+    "test": {"image": {"quantise_masks": True}},
+    "model": {"image": {"routing_init": False, "guidance_stem_init": False, "loss_os8_bce_w": 0.0}},
+}
+ROWS = [
+    ("reference_recipe", "the reference's guidance noise and OS8 protocol, no init aids (the old default)",
+     [OLD_DATA, REFERENCE]),
+    ("guidance_full_res", "+ guidance at full resolution in training and test (no OS8 quantisation)",
+     [OLD_DATA, REFERENCE, {"dataset": {"train": {"image": {"quantise_masks": False}}},
+                            "test": {"image": {"quantise_masks": False}}}]),
+    ("simulated_guidance", "+ training guidance from the simulated segmenter (80% of samples)",
+     [OLD_DATA, REFERENCE, {"dataset": {"train": {"image": {"quantise_masks": False, "simulated_guidance_p": 0.8}}},
+                            "test": {"image": {"quantise_masks": False}}}]),
+    ("init_aids_bce", "+ routing and guidance-stem initialisation, BCE on the OS8 logits",
+     [OLD_DATA]),
+    ("larger_pools", "+ 200 training figures, 96 backgrounds, 2000 images (today's default, from scratch)", []),
+]
+
+
+def row_params(overrides: list[dict], steps: int, work: Path, name: str) -> dict:
+    params = load_params(REPO / "params.yaml")
+    for o in overrides:
+        params = deep_merge(params, o)
+    data_key = "old" if OLD_DATA in overrides else "new"
+    params = deep_merge(params, {
+        "data": {"root": str(work / f"data_{data_key}")},
+        "train": {"image": {"max_iter": steps, "val_iter": steps, "ckpt_iter": steps, "log_iter": 50,
+                            "warmup_iters": 30, "init": "", "out_dir": str(work / name)}},
+        "wandb": {"mode": "disabled"},
+    })
+    return params
+
+
+def make_data(params_path: Path) -> None:
+    from maggie.data.fetch.pull import pull
+    from maggie.data.synth.config import load_data_config
+    from maggie.data.synth.datasets import synthesize
+
+    params = load_params(params_path)
+    root = Path(params["data"]["root"])
+    if (root / "I-HIM50K").is_dir() and (root / "HIM2K_M-HIM2K").is_dir():
+        return
+    pull(params)
+    for kind in ("image_train", "image_test"):
+        synthesize(kind, load_data_config(params_path))
+
+
+def evaluate_all(params: dict, weights: Path) -> dict:
+    from maggie.evaluation.benchmarks import evaluate_images
+    from maggie.models import load_model
+
+    model = load_model(weights)
+    out = {}
+    for subset in params["test"]["image"]["subsets"]:
+        rows = []
+        for source in params["test"]["image"]["mask_sources"]:
+            r = evaluate_images(model, params, subset, source, names=("MAD",), validation=True)
+            rows.append((source, r["maggie"]["MAD"], r["mask_as_alpha"]["MAD"]))
+        mad = sum(r[1] for r in rows) / len(rows)
+        mask = sum(r[2] for r in rows) / len(rows)
+        out[subset] = {"MAD": round(mad, 1), "mask_MAD": round(mask, 1), "ratio": round(mad / mask, 3),
+                       "wins": sum(r[1] < r[2] for r in rows),
+                       "per_source": {s: [round(a, 1), round(b, 1)] for s, a, b in rows}}
+    return out
+
+
+def run_row(name: str, description: str, overrides: list[dict], steps: int, work: Path) -> dict:
+    from maggie.engine.loop import train
+
+    params = row_params(overrides, steps, work, name)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    make_data(path)
+    t0 = time.time()
+    summary = train("image", str(path))
+    seconds = time.time() - t0
+    result = evaluate_all(params, Path(params["train"]["image"]["out_dir"]) / "ckpt" / "last.safetensors")
+    return {"name": name, "description": description, "steps": steps, "train_seconds": round(seconds),
+            "s_per_step": round(summary["seconds"] / steps, 2), **result}
+
+
+def render(rows: list[dict], extra: list[dict]) -> str:
+    lines = ["# Ablation of the embedded default", "",
+             "Mean MAD over the 10 mask sources of each image subset (x1e3 as in the paper's tables), next to the",
+             "guidance mask used as the alpha; ratio = network / mask (lower is better, < 1 beats the mask); wins =",
+             "mask sources (of 10) where the network's MAD is lower.  Rows from `python benchmarks/ablation.py`",
+             "train from scratch for the steps given; each adds one change to the row above.", "",
+             "| row | change | steps | in_dist MAD (mask) | ratio | wins | held_out MAD (mask) | ratio | wins | s/step |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows + extra:
+        i, h = r["in_dist"], r["held_out"]
+        lines.append(f"| {r['name']} | {r['description']} | {r['steps']} | {i['MAD']:.0f} ({i['mask_MAD']:.0f}) | "
+                     f"{i['ratio']:.2f} | {i['wins']} | {h['MAD']:.0f} ({h['mask_MAD']:.0f}) | {h['ratio']:.2f} | "
+                     f"{h['wins']} | {r.get('s_per_step', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def extra_rows() -> list[dict]:
+    """The warm start's and the default run's figures, when they have been recorded."""
+    rows = []
+    warm = REPO / "pretrain" / "warm_start.json"
+    if warm.is_file():
+        w = json.loads(warm.read_text())
+        rows.append({"name": "warm_start", "description": f"the shipped warm start ({w['image']['steps']} steps of "
+                     "the pretrain preset), no further training", "steps": w["image"]["steps"],
+                     **{s: w["image"]["metrics"][s] for s in ("in_dist", "held_out")}})
+    run = REPO / "benchmarks" / "default_run_metrics.json"
+    if run.is_file():
+        m = json.loads(run.read_text())
+        if "summary" in m:
+            rows.append({"name": "default_run", "description": "dvc repro of the default: warm start + its own "
+                         "training", "steps": m["summary"].get("image_steps", ""),
+                         **{s: m["summary"]["image"][s] for s in ("in_dist", "held_out")}})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--work", default="/tmp/maggie_ablation")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "ablation.json"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    done = json.loads(out.read_text()) if out.is_file() else []
+    for name, description, overrides in ROWS:
+        if (args.only and name not in args.only) or any(r["name"] == name and r["steps"] == args.steps for r in done):
+            continue
+        row = run_row(name, description, copy.deepcopy(overrides), args.steps, Path(args.work))
+        done = [r for r in done if not (r["name"] == name and r["steps"] == args.steps)] + [row]
+        order = [n for n, _, _ in ROWS]
+        done.sort(key=lambda r: (r["steps"], order.index(r["name"]) if r["name"] in order else 99))
+        out.write_text(json.dumps(done, indent=1) + "\n")
+        out.with_suffix(".md").write_text(render(done, extra_rows()))
+        print(f"{name}: in_dist ratio {row['in_dist']['ratio']:.2f}, held_out {row['held_out']['ratio']:.2f}",
+              flush=True)
+    out.with_suffix(".md").write_text(render(done, extra_rows()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
