@@ -29,7 +29,7 @@ def test_dvc_resolves_the_expected_stages(stages):
     expected = {"pull", "synthesize@image_train", "synthesize@image_test", "synthesize@video_train",
                 "synthesize@video_test", "train_image", "train_video", "qualitative", "report"}
     expected |= {f"evaluate_image@{a}-{b}" for a in subsets for b in sources}
-    expected |= {f"evaluate_video@{s}" for s in splits}
+    expected |= {f"evaluate_video@{s}" for s in splits} | {f"evaluate_video_frames@{s}" for s in splits}
     # The default compares with the references; baselines (none by default) get stages of their own.
     refs = params["methods"]["references"]
     assert params["methods"]["baselines"] == []
@@ -130,7 +130,7 @@ def test_stage_modules_exist_and_are_named_like_their_stage_group(stages):
     for s in stages:
         module = stage_module(s)
         assert (REPO / "src" / "maggie" / "stages" / f"{module}.py").is_file()
-        group = s.group.replace("_baseline", "").replace("_reference", "")
+        group = s.group.replace("_baseline", "").replace("_reference", "").replace("_frames", "")
         assert group == module, f"{s.name} runs maggie.stages.{module}"
 
 

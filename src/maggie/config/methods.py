@@ -18,6 +18,9 @@ from typing import Any
 from maggie.config.params import ParamsError, section
 
 NETWORK = "maggie"
+# MaGGIe's image stage run frame by frame on the videos: what the video stage has to improve on
+# (temporal consistency, dtSSD); evaluated by the evaluate_video_frames stages.
+IMAGE_STAGE_ON_VIDEO = "maggie_frames"
 BASELINES_DIR = Path("models/baselines")
 
 
@@ -37,6 +40,8 @@ BEST = "best.safetensors"
 
 def stage_dir(params: dict[str, Any], stage: str, method: str = NETWORK) -> Path:
     """Where a method's training stage writes (``train.<stage>.out_dir``; baselines under ``models/baselines``)."""
+    if method == IMAGE_STAGE_ON_VIDEO:
+        return Path(section(params, "train.image")["out_dir"])
     if method == NETWORK:
         return Path(section(params, f"train.{stage}")["out_dir"])
     return BASELINES_DIR / method / stage

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maggie.config.methods import NETWORK, best_weights, has_video_training
+from maggie.config.methods import IMAGE_STAGE_ON_VIDEO, NETWORK, best_weights, has_video_training
 from maggie.config.params import load_params, section
 from maggie.data.layout import ImageTestSet, VideoTestSet
 from maggie.drawing import colour_mattes, grid, label
@@ -38,7 +38,8 @@ def _accumulators(names, method: str = "maggie") -> dict[str, MetricAccumulator]
 
 
 def _title(method: str) -> str:
-    return {"maggie": "MaGGIe", "closed_form": "closed form"}.get(method, method)
+    return {"maggie": "MaGGIe", "closed_form": "closed form", IMAGE_STAGE_ON_VIDEO: "MaGGIe image stage"}.get(
+        method, method)
 
 
 def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool):
@@ -61,7 +62,7 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     device = device or torch.device("cpu")
     data = ImageTestSet(section(params, "data")["root"], img_cfg["dir"], subset, source)
     accs = _accumulators(names, method)
-    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg.get("quantise_masks", True))
+    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg["quantise_masks"])
     count = 0
     rows = []
     items = data.names[:limit] if limit else data.names
@@ -114,6 +115,9 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
         frames = data.frames(video)
         gts, masks, preds = [], [], []
         stream = ((f.image, f.masks) for f in frames)
+        if predict is None and getattr(model, "cfg", None) is not None and model.cfg.arch == "maggie_image":
+            # The image network sees one frame at a time (its attention would otherwise span the clip).
+            predict = frame_predictor(model, test["short_size"], device, quantise_masks=False)
         outputs = (predict(f.image, f.masks) for f in frames) if predict is not None else \
             predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3))
         for frame, pred in zip(frames, outputs, strict=True):
@@ -138,6 +142,8 @@ def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None
     """The weights a method is evaluated with (None for the references)."""
     if method in REFERENCES:
         return None
+    if method == IMAGE_STAGE_ON_VIDEO:
+        return str(best_weights(params, "image"))
     video = kind == "video" and (method == NETWORK or has_video_training(params, method))
     return str(best_weights(params, "video" if video else "image", method))
 

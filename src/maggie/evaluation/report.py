@@ -1,5 +1,9 @@
 """Report stage: gather every evaluation into ``metrics.json``, paper-style tables, plots and a grid.
 
+``tables.md`` opens with the headline table (``maggie.evaluation.headline``): MaGGIe against its own
+guidance, per subset and split, with the warm start it started from and the video stage's dtSSD next
+to its image stage's.
+
 ``metrics.json`` is what ``dvc metrics diff`` compares.  The tables follow the paper's
 layout: one row per (subset, mask source) with MaGGIe and the mask-as-alpha reference,
 the mean (and standard deviation) over mask sources per subset, and one row per video
@@ -18,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from maggie.config.methods import IMAGE_STAGE_ON_VIDEO
 from maggie.config.params import ParamsError, load_params, section
-from maggie.files import write_figure, write_json, write_png, write_text
+from maggie.evaluation.headline import headline, warm_start_record
+from maggie.evaluation.report_figures import bar_plot, comparison_grid, curve_plot, preview_grid, validation_plot
+from maggie.evaluation.report_tables import comparison, image_table, qualitative_section, video_table
+from maggie.files import write_json, write_text
 
 log = logging.getLogger("maggie.report")
 METHODS = ("maggie", "mask_as_alpha")
@@ -66,52 +74,11 @@ def gather_methods(params: dict[str, Any], rows: dict[str, Any]) -> dict[str, An
     return table
 
 
-def comparison(table: dict[str, Any], params: dict[str, Any], names: list[str], vid_names: list[str]
-               ) -> tuple[dict[str, Any], str]:
-    """Mean (std over mask sources) per method and subset, and per method and split, as metrics and markdown."""
-    subsets = section(params, "test.image")["subsets"]
+def gather_frames(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The image stage run frame by frame on each video split, where it was evaluated."""
+    base = Path(section(params, "test")["out_dir"]) / "methods" / IMAGE_STAGE_ON_VIDEO / "video"
     splits = section(params, "test.video")["splits"]
-    summary: dict[str, Any] = {}
-    header = ["method", "subset"] + names
-    md = ["### Images: mean (std) over mask sources", "", "| " + " | ".join(header) + " |",
-          "|" + "---|" * len(header)]
-    for subset in subsets:
-        for m, entry in table.items():
-            vals = {n: [r["values"][n] for r in entry["image"] if r["subset"] == subset] for n in names}
-            summary.setdefault(m, {"image": {}, "video": {}})["image"][subset] = {
-                **{n: float(np.mean(v)) for n, v in vals.items()},
-                **{f"{n}_std": float(np.std(v)) for n, v in vals.items()}}
-            md.append("| " + " | ".join([m, subset] + [f"{np.mean(v):.2f} ({np.std(v):.2f})"
-                                                       for v in vals.values()]) + " |")
-    header = ["method", "split"] + vid_names
-    md += ["", "### Video", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for split in splits:
-        for m, entry in table.items():
-            row = next(r for r in entry["video"] if r["split"] == split)["values"]
-            summary[m]["video"][split] = {n: float(row[n]) for n in vid_names}
-            md.append("| " + " | ".join([m, split] + [f"{row[n]:.2f}" for n in vid_names]) + " |")
-    return summary, "\n".join(md) + "\n"
-
-
-def comparison_grid(params: dict[str, Any], methods: list[str], report_dir: Path) -> None:
-    """The same test images' previews for every method, one block per method."""
-    import cv2
-
-    from maggie.drawing import grid
-
-    out_dir = Path(section(params, "test")["out_dir"]) / "previews"
-    img = section(params, "test.image")
-    stem = Path("image") / img["subsets"][0] / f"{img['mask_sources'][0]}.png"
-    rows = []
-    for m in methods:
-        if m == "mask_as_alpha":  # every block's second column is the guidance mask already
-            continue
-        path = out_dir / stem if m in METHODS else out_dir / "methods" / m / stem
-        tile = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-        if tile is not None:
-            rows.append([cv2.cvtColor(tile, cv2.COLOR_BGR2RGB)])
-    if rows:
-        write_png(report_dir / "methods_grid.png", grid(rows, tile_height=min(r[0].shape[0] for r in rows)))
+    return {s: _load(base / f"{s}.json") for s in splits if (base / f"{s}.json").is_file()}
 
 
 def summarise(rows: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -133,115 +100,6 @@ def summarise(rows: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def image_table(rows: list[dict[str, Any]], metrics: dict[str, Any], names: list[str]) -> tuple[str, str]:
-    header = ["subset", "mask source", "method"] + names
-    csv_lines = [",".join(header)]
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        for m in METHODS:
-            vals = [f"{r[m][n]:.2f}" for n in names]
-            csv_lines.append(",".join([r["subset"], r["source"], m] + vals))
-            md.append("| " + " | ".join([r["subset"], r["source"], m] + vals) + " |")
-    for subset, entry in metrics["image"].items():
-        for m in METHODS:
-            vals = [f"{entry[m][n]:.2f} ({entry[m][n + '_std']:.2f})" for n in names]
-            csv_lines.append(",".join([subset, "mean (std)", m] + [v.replace(",", ";") for v in vals]))
-            md.append("| " + " | ".join([f"**{subset}**", "mean (std)", m] + vals) + " |")
-    return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
-
-
-def video_table(rows: list[dict[str, Any]], names: list[str]) -> str:
-    header = ["split", "method"] + names
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        for m in METHODS:
-            md.append("| " + " | ".join([r["split"], m] + [f"{r[m][n]:.2f}" for n in names]) + " |")
-    return "\n".join(md) + "\n"
-
-
-def bar_plot(path: Path, labels: list[str], series: dict[str, list[float]], title: str) -> None:
-    """A grouped bar chart as PNG (matplotlib, headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(labels)), 3.5), dpi=100)
-    width = 0.8 / max(len(series), 1)
-    x = np.arange(len(labels))
-    for i, (name, vals) in enumerate(series.items()):
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=name)
-    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    write_figure(path, fig)
-
-
-def curve_plot(path: Path, curves: dict[str, Path]) -> None:
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for name, p in curves.items():
-        if not p.exists():
-            continue
-        with p.open() as f:
-            rows = list(csv.DictReader(f))
-        if rows:
-            ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    write_figure(path, fig)
-
-
-def preview_grid(out_dir: Path, report_dir: Path) -> None:
-    import cv2
-
-    from maggie.drawing import grid
-
-    tiles = sorted((out_dir / "previews").rglob("*.png"))[:6]
-    rows = []
-    for t in tiles:
-        img = cv2.imread(str(t), cv2.IMREAD_COLOR)
-        if img is not None:
-            rows.append([cv2.cvtColor(img, cv2.COLOR_BGR2RGB)])
-    if rows:
-        write_png(report_dir / "mattes_grid.png", grid(rows, tile_height=min(r[0].shape[0] for r in rows)))
-
-
-def qualitative_section(q_dir: Path, report_dir: Path) -> str:
-    """Markdown for the set without alpha: its previews and stability plots (copied into the report)
-    and a table of each person's mean frame-to-frame matte change against that of its mask."""
-    import shutil
-
-    summary_path = q_dir / "summary.json"
-    if not summary_path.is_file():
-        return ""
-    summary = _load(summary_path)
-    if not summary["videos"] and not summary["images"]:
-        return ""
-    dest = report_dir / "qualitative"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    lines = [f"## Qualitative set (no alpha): `{summary['dir']}`", "",
-             "Mean absolute frame-to-frame change per person (x1e3), matte vs its guidance mask:", "",
-             "| video | frames | person | matte change | mask change |", "| --- | --- | --- | --- | --- |"]
-    for video, row in summary["videos"].items():
-        for i, (a, m) in enumerate(zip(row["matte_change_mean"], row["mask_change_mean"], strict=True)):
-            lines.append(f"| {video} | {row['frames']} | {i} | {1e3 * a:.2f} | {1e3 * m:.2f} |")
-    lines.append("")
-    for png in sorted(q_dir.glob("*.png")):
-        shutil.copy2(png, dest / png.name)
-        lines.append(f"![{png.stem}](qualitative/{png.name})")
-    return "\n".join(lines) + "\n"
-
-
 def run(params_path: str) -> dict[str, Any]:
     params = load_params(params_path)
     test = section(params, "test")
@@ -252,14 +110,17 @@ def run(params_path: str) -> dict[str, Any]:
     vid_names = names + list(section(params, "test.video").get("extra_metrics", []))
     table = gather_methods(params, rows)
     metrics["comparison"], md_compare = comparison(table, params, names, vid_names)
-    write_json(Path(test["metrics_file"]), metrics)
     write_text(report_dir / "comparison.md", "## Method comparison\n\n" + md_compare)
     csv_text, md_image = image_table(rows["image"], metrics, names)
     write_text(report_dir / "image_table.csv", csv_text)
-    md_video = video_table(rows["video"], vid_names)
+    frames = gather_frames(params)
+    md_video = video_table(rows["video"], vid_names, frames)
+    warm = warm_start_record(Path("pretrain") / "warm_start.json", params)
+    metrics["headline"], md_headline = headline(rows, params, frames, warm)
+    write_json(Path(test["metrics_file"]), metrics)
     qualitative = section(test, "qualitative") if "qualitative" in test else {}
     md_qual = qualitative_section(Path(qualitative.get("out_dir") or "eval/qualitative"), report_dir)
-    write_text(report_dir / "tables.md", "## Images\n\n" + md_image + "\n## Video\n\n" + md_video
+    write_text(report_dir / "tables.md", md_headline + "\n## Images\n\n" + md_image + "\n## Video\n\n" + md_video
                + ("\n" + md_qual if md_qual else ""))
     per_source = [",".join(["subset", "source"] + [f"{m}_MAD" for m in table])] + [
         ",".join([r["subset"], r["source"]] + [f"{table[m]['image'][i]['values']['MAD']:.4f}" for m in table])
@@ -274,6 +135,8 @@ def run(params_path: str) -> dict[str, Any]:
              {m: [r["values"]["MAD"] for r in table[m]["video"]] for m in table}, "Video MAD per split")
     curve_plot(report_dir / "training_curves.png",
                {s: Path(section(params, f"train.{s}")["out_dir"]) / "train_curve.csv" for s in ("image", "video")})
+    validation_plot(report_dir / "validation_curves.png",
+                    {s: Path(section(params, f"train.{s}")["out_dir"]) / "val_curve.csv" for s in ("image", "video")})
     preview_grid(Path(test["out_dir"]), report_dir)
     for kind in ("image", "video"):
         for name, e in metrics[kind].items():

@@ -1,0 +1,146 @@
+"""Make the embedded default's warm start from a pretrain run: float16 weights, checksums, provenance, metrics.
+
+    python -m maggie.preset pretrain
+    torchrun --standalone -m maggie.stages.train_image --params params.yaml   # hours on CPU
+    torchrun --standalone -m maggie.stages.train_video --params params.yaml
+    python -m maggie.preset default
+    python -m maggie.engine.warm_start --image models/pretrain/image/ckpt/last.safetensors \\
+        --video models/pretrain/video/ckpt/last.safetensors --out pretrain
+
+writes ``pretrain/maggie_default_image.safetensors`` (the image network), ``maggie_default_temporal.safetensors``
+(only the video network's temporal modules, so that the default's video stage takes everything else from
+its own image stage), ``SHA256SUMS`` (checked whenever training starts from them) and ``warm_start.json``:
+the command, the code commit and settings they were trained with, and their metrics on the default's 20
+image benchmarks and 3 video splits, made with the evaluation code the report uses.  The last weights of a
+run are exported, not the best by validation MAD: the warm start must not be selected on test data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from maggie.config.params import load_params
+from maggie.errors import USER_ERRORS
+from maggie.files import atomic_write, sha256_file, stable_hash, write_json, write_text
+from maggie.models import load_model
+from maggie.models.registry import VIDEO_ONLY_PREFIXES
+from maggie.models.weights import read_state_dict
+
+log = logging.getLogger("maggie.warm_start")
+IMAGE_FILE = "maggie_default_image.safetensors"
+TEMPORAL_FILE = "maggie_default_temporal.safetensors"
+
+
+def export_fp16(source: Path, dest: Path, keep=lambda key: True) -> dict[str, Any]:
+    """The tensors of ``source`` that ``keep`` selects, float tensors in float16, with the source's metadata."""
+    import json
+
+    sd, info = read_state_dict(source)
+    out = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items() if keep(k)}
+    meta = {"maggie": json.dumps({**info, "exported_from": str(source), "dtype": "float16"})}
+    atomic_write(dest, lambda tmp: save_file(out, str(tmp), metadata=meta))
+    return info
+
+
+def image_metrics(weights: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from maggie.evaluation.benchmarks import evaluate_images
+
+    model = load_model(weights)
+    out: dict[str, Any] = {}
+    for subset in params["test"]["image"]["subsets"]:
+        rows = []
+        for source in params["test"]["image"]["mask_sources"]:
+            r = evaluate_images(model, params, subset, source, names=("MAD",), validation=True)
+            rows.append((source, r["maggie"]["MAD"], r["mask_as_alpha"]["MAD"]))
+        mad = sum(r[1] for r in rows) / len(rows)
+        mask = sum(r[2] for r in rows) / len(rows)
+        out[subset] = {"MAD": mad, "mask_MAD": mask, "ratio": mad / mask, "wins": sum(r[1] < r[2] for r in rows),
+                       "per_source": {s: {"MAD": a, "mask_MAD": b} for s, a, b in rows}}
+        log.info("warm start, %s: MAD %.0f vs mask %.0f (%.2f)", subset, mad, mask, mad / mask)
+    return out
+
+
+def video_metrics(image: Path, temporal: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from maggie.engine.checkpoints import init_weights
+    from maggie.evaluation.benchmarks import evaluate_videos
+    from maggie.models import build_model
+
+    model = build_model("maggie_video")
+    init_weights(model, str(image))
+    init_weights(model, str(temporal))
+    model.eval()
+    out = {}
+    for split in params["test"]["video"]["splits"]:
+        r = evaluate_videos(model, params, split, names=("MAD", "dtSSD"), validation=True)
+        out[split] = {"MAD": r["maggie"]["MAD"], "mask_MAD": r["mask_as_alpha"]["MAD"], "dtSSD": r["maggie"]["dtSSD"],
+                      "ratio": r["maggie"]["MAD"] / r["mask_as_alpha"]["MAD"]}
+        log.info("warm start, %s: MAD %.0f vs mask %.0f", split, out[split]["MAD"], out[split]["mask_MAD"])
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str, trained_with: str | None) -> dict:
+    params = load_params(params_path)
+    out.mkdir(parents=True, exist_ok=True)
+    info = export_fp16(image, out / IMAGE_FILE)
+    record: dict[str, Any] = {
+        "command": "python -m maggie.preset pretrain && torchrun --standalone -m maggie.stages.train_image "
+                   "--params params.yaml && torchrun --standalone -m maggie.stages.train_video --params params.yaml",
+        "made_by": f"python -m maggie.engine.warm_start (code {git_commit()})",
+        "trained_with": trained_with or "the pretrain preset over this commit's params.yaml",
+        "seeds": {"data": params["data"]["seed"], "image": params["train"]["image"]["seed"],
+                  "video": params["train"]["video"]["seed"]},
+        "data": "the default's training pools only (I-HIM50K and V-HIM2K5 of data.bank's train pool); the test "
+                "sets were read only to measure these metrics, never for training or checkpoint selection",
+        "data_settings_hash": stable_hash({"bank": params["data"]["bank"], "image_train": params["data"]["image_train"],
+                                           "video_train": params["data"]["video_train"]}),
+        "image": {"file": IMAGE_FILE, "steps": info.get("step"), "source": str(image),
+                  "metrics": image_metrics(out / IMAGE_FILE, params)},
+    }
+    sums = [f"{sha256_file(out / IMAGE_FILE)}  {IMAGE_FILE}"]
+    if video is not None:
+        vinfo = export_fp16(video, out / TEMPORAL_FILE, keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
+        record["video"] = {"file": TEMPORAL_FILE, "steps": vinfo.get("step"), "source": str(video),
+                           "metrics": video_metrics(out / IMAGE_FILE, out / TEMPORAL_FILE, params)}
+        sums.append(f"{sha256_file(out / TEMPORAL_FILE)}  {TEMPORAL_FILE}")
+    record["sha256"] = {line.split()[1]: line.split()[0] for line in sums}
+    write_text(out / "SHA256SUMS", "\n".join(sums) + "\n")
+    write_json(out / "warm_start.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", required=True, help="the pretrain image run's weights (its ckpt/last.safetensors)")
+    ap.add_argument("--video", default=None, help="the pretrain video run's weights (its ckpt/last.safetensors)")
+    ap.add_argument("--out", default="pretrain")
+    ap.add_argument("--params", default="params.yaml", help="the default's params (the test sets measured)")
+    ap.add_argument("--trained-with", default=None, help="a note on the code and settings of the pretrain run")
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    try:
+        make_warm_start(Path(args.image), Path(args.video) if args.video else None, Path(args.out), args.params,
+                        args.trained_with)
+    except USER_ERRORS as exc:
+        print(f"maggie.engine.warm_start: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
