@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 from maggie.config.params import load_params  # noqa: E402
 from maggie.config.presets import deep_merge  # noqa: E402
 
-OLD_DATA = {"bank": {"figures": {"train": 48}, "backgrounds": {"train": 32}}, "image_train": {"count": 400}}
+OLD_DATA = {"data": {"bank": {"figures": {"train": 48}, "backgrounds": {"train": 32}}, "image_train": {"count": 400}}}
 REFERENCE = {
     "dataset": {"train": {"image": {"simulated_guidance_p": 0.0, "quantise_masks": True}}},
     "test": {"image": {"quantise_masks": True}},
@@ -121,7 +121,8 @@ def render(rows: list[dict], extra: list[dict]) -> str:
              "guidance mask used as the alpha; ratio = network / mask (lower is better, < 1 beats the mask); wins =",
              "mask sources (of 10) where the network's MAD is lower.  Rows from `python benchmarks/ablation.py`",
              "train from scratch for the steps given; each adds one change to the row above.", "",
-             "| row | change | steps | in_dist MAD (mask) | ratio | wins | held_out MAD (mask) | ratio | wins | s/step |",
+             "| row | change | steps | in_dist MAD (mask) | ratio | wins | held_out MAD (mask) | ratio | wins "
+             "| s/step |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows + extra:
         i, h = r["in_dist"], r["held_out"]

@@ -44,10 +44,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         with open(tmp, "xb"):
             pass
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # writers that replace the file (safetensors) make it 0600
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

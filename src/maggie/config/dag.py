@@ -78,11 +78,14 @@ def producers(stages: list[Stage]) -> dict[str, Stage]:
     return {o: s for s in stages for o in s.outs}
 
 
-def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
+def resolve_inputs(stage: Stage, stages: list[Stage], root: str | Path = ".") -> list[str]:
     """Inputs for Snakemake: each dep, or, for a folder that other stages write into
     (``eval/image``), every output under it, or, for a path inside a stage's output folder, that
-    folder.  The stage's params values are the rule's params (see ``Stage.params_json``)."""
+    folder, or, for a source folder no stage writes (``src/maggie/models``, ``pretrain``), every file
+    in it: Snakemake's mtime check sees a file edited inside a folder only through the file.  The
+    stage's params values are the rule's params (see ``Stage.params_json``)."""
     made = producers(stages)
+    root = Path(root)
     inputs = []
     for dep in stage.deps:
         if dep == "params.yaml":
@@ -93,8 +96,18 @@ def resolve_inputs(stage: Stage, stages: list[Stage]) -> list[str]:
         inside = [o for o in made if o.startswith(dep.rstrip("/") + "/")]
         # A path inside another stage's output folder (data/V-HIM60/comp_hard): that folder.
         within = [o for o in made if dep.startswith(o.rstrip("/") + "/")]
+        if not inside and not within and (root / dep).is_dir():
+            inputs.extend(source_files(root, dep))
+            continue
         inputs.extend(inside or within or [dep])
     return inputs
+
+
+def source_files(root: Path, folder: str) -> list[str]:
+    """The files of a source folder, as DVC hashes them (caches and hidden files left out)."""
+    base = root / folder
+    return sorted(str(p.relative_to(root)) for p in base.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith("."))
 
 
 def resources(params: dict[str, Any], group: str) -> dict[str, Any]:
