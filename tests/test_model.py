@@ -201,3 +201,23 @@ def test_compute_unknown_matches_opencv():
         u = g.random((30, 30)) > 0.95
         ref = cv2.dilate(u.astype(np.uint8), ellipse_kernel(size))
         assert (dilate(torch.from_numpy(u)[None], size)[0].numpy() == ref).all()
+
+
+def test_identical_masks_run_as_one_instance_and_share_its_matte():
+    from maggie.inference.pipeline import distinct_masks, predict_frames
+
+    torch.manual_seed(0)
+    model = MaGGIe(MaggieConfig(refine_mode="dense")).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    a = np.zeros((64, 64), np.uint8)
+    a[10:40, 10:30] = 1
+    b = np.zeros((64, 64), np.uint8)
+    b[20:60, 35:60] = 1
+    masks = np.stack([a, b, a, np.zeros_like(a)])[None]
+    assert distinct_masks(masks) == ([0, 1, 3], [0, 1, 0, 2])
+    merged = predict_frames(model, image, masks, 64, torch.device("cpu"), merge_duplicates=True)
+    alone = predict_frames(model, image, masks[:, [0, 1, 3]], 64, torch.device("cpu"))
+    assert np.array_equal(merged[:, 0], merged[:, 2]) and np.allclose(merged[:, [0, 1, 3]], alone)
+    plain = predict_frames(model, image, masks, 64, torch.device("cpu"))
+    assert plain.shape == merged.shape

@@ -42,10 +42,12 @@ def _title(method: str) -> str:
         method, method)
 
 
-def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool):
+def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool,
+                    merge_duplicates: bool = False):
     """``predict(image [H, W, 3], masks [N, H, W]) -> [N, H, W]`` for a network, one image at a time."""
     def predict(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        return predict_frames(model, image[None], masks[None], short_size, device, quantise_masks=quantise_masks)[0]
+        return predict_frames(model, image[None], masks[None], short_size, device, quantise_masks=quantise_masks,
+                              merge_duplicates=merge_duplicates)[0]
     return predict
 
 
@@ -62,7 +64,8 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     device = device or torch.device("cpu")
     data = ImageTestSet(section(params, "data")["root"], img_cfg["dir"], subset, source)
     accs = _accumulators(names, method)
-    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg["quantise_masks"])
+    predict = predict or frame_predictor(model, test["short_size"], device, img_cfg["quantise_masks"],
+                                         img_cfg["merge_duplicate_masks"])
     count = 0
     rows = []
     items = data.names[:limit] if limit else data.names

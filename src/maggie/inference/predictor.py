@@ -45,7 +45,8 @@ def newest_trained_weights(models_dir: str | Path = "models") -> Path:
 class Predictor:
     def __init__(self, weights: str | Path | dict | None = None, short_size: int = 576, device: str = "auto",
                  precision: str = "fp32", clip_length: int = 3, models_dir: str | Path = "models",
-                 refine_mode: str = "sparse"):
+                 refine_mode: str = "sparse", merge_duplicates: bool = True):
+        """``merge_duplicates``: people given identical masks get one matte (the network cannot tell them apart)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)
@@ -55,6 +56,7 @@ class Predictor:
         self.weights = weights if weights is not None else newest_trained_weights(models_dir)
         self.model = load_model(self.weights, device=self.device, refine_mode=refine_mode)
         self.short_size, self.clip_length = short_size, clip_length
+        self.merge_duplicates = merge_duplicates
         log.info("weights %s (%s) on %s, %s", self.weights if not isinstance(self.weights, dict) else "state_dict",
                  self.model.cfg.arch, self.device, precision)
 
@@ -72,7 +74,8 @@ class Predictor:
         if masks.shape[0] == 0:
             return np.zeros((0, *image.shape[:2]), np.float32)
         with self._autocast():
-            pred = predict_frames(self.model, image[None], masks[None], self.short_size, self.device)[0]
+            pred = predict_frames(self.model, image[None], masks[None], self.short_size, self.device,
+                                  merge_duplicates=self.merge_duplicates)[0]
         return zero_empty(pred, masks)
 
     def video(self, frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
