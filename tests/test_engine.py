@@ -110,3 +110,47 @@ def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("train_image: error: ")
     assert "layer1.0.bn1.weight" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_warm_start_is_float16_checked_and_loaded_in_order(tmp_path):
+    """The shipped warm start: fp16 files with checksums; the video stage takes its temporal modules on top
+    of the image stage's weights; a damaged file is refused in one line."""
+    from maggie.engine.checkpoints import init_sources, init_weights
+    from maggie.engine.warm_start import TEMPORAL_FILE, export_fp16
+    from maggie.errors import WeightsError
+    from maggie.files import sha256_file
+    from maggie.models import MaGGIe, MaggieConfig, save_weights
+    from maggie.models.registry import VIDEO_ONLY_PREFIXES
+
+    torch.manual_seed(0)
+    image, video = MaGGIe(MaggieConfig(arch="maggie_image")), MaGGIe(MaggieConfig(arch="maggie_video"))
+    save_weights(image, tmp_path / "image.safetensors")
+    save_weights(video, tmp_path / "video.safetensors")
+    warm = tmp_path / "pretrain"
+    export_fp16(tmp_path / "video.safetensors", warm / TEMPORAL_FILE, keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
+    (warm / "SHA256SUMS").write_text(f"{sha256_file(warm / TEMPORAL_FILE)}  {TEMPORAL_FILE}\n")
+    from safetensors.torch import load_file
+
+    temporal = load_file(str(warm / TEMPORAL_FILE))
+    assert temporal and all(k.startswith(VIDEO_ONLY_PREFIXES) for k in temporal)
+    assert all(v.dtype == torch.float16 for v in temporal.values() if v.is_floating_point())
+
+    params = {"train": {"image": {"out_dir": str(tmp_path / "img")},
+                        "video": {"init": ["image", str(warm / TEMPORAL_FILE)]}}}
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "best.safetensors").write_bytes((tmp_path / "image.safetensors").read_bytes())
+    sources = init_sources(params, "video")
+    assert sources == [str(tmp_path / "img" / "best.safetensors"), str(warm / TEMPORAL_FILE)]
+    fresh = MaGGIe(MaggieConfig(arch="maggie_video"))
+    for s in sources:
+        init_weights(fresh, s)
+    got = fresh.state_dict()
+    key_img, key_tmp = "decoder.layer1.0.conv1.module.weight_bar", next(iter(temporal))
+    assert torch.equal(got[key_img], image.state_dict()[key_img])
+    assert torch.allclose(got[key_tmp], video.state_dict()[key_tmp], atol=1e-3)
+
+    data = bytearray((warm / TEMPORAL_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (warm / TEMPORAL_FILE).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum differs"):
+        init_weights(fresh, str(warm / TEMPORAL_FILE))

@@ -101,7 +101,8 @@ def test_objective_combines_terms_with_their_weights():
     out.update(weight_os4=torch.ones(b, tt, n, h, w), weight_os1=torch.ones(b, tt, n, h, w),
                detail_mask=torch.ones(b, tt, n, h, w), loss_atten=torch.tensor(0.3))
     weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=5.0,
-                          loss_reweight_os8=True, loss_dtSSD_w=0.0, loss_temp_w=1.0)
+                          loss_reweight_os8=True, loss_dtSSD_w=0.0, loss_temp_w=1.0, loss_sum_one_w=0.0,
+                          loss_os8_bce_w=0.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     total = terms["loss_rec"] + 0.05 * terms["loss_lap"] + 0.05 * terms["loss_grad"] + 5.0 * terms["loss_atten"]
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)

@@ -87,9 +87,8 @@ def fill(cls, values: dict[str, Any], where: str):
         raise ParamsError(f"params.yaml: '{where}': {exc}") from exc
 
 
-# The typed views of the stage sections.  They hold no default of their own (params.yaml is the
-# single source, and the schema has already checked every key); the few fields with a default are
-# optional switches of one architecture, off when absent.
+# The typed views of the stage sections.  They hold no default of their own: params.yaml is the
+# single source, and the schema has already checked every key.
 
 
 @dataclass(kw_only=True)
@@ -101,8 +100,8 @@ class LossWeights:
     loss_reweight_os8: bool
     loss_dtSSD_w: float
     loss_temp_w: float
-    loss_sum_one_w: float = 0.0  # InstMatt: its tri-mattes T + R + B should add up to 1
-    loss_os8_bce_w: float = 0.0  # not in the reference: BCE on the OS8 logits (training from scratch)
+    loss_sum_one_w: float  # InstMatt: its tri-mattes T + R + B should add up to 1
+    loss_os8_bce_w: float  # not in the reference: BCE on the OS8 logits (training from scratch)
 
 
 @dataclass(kw_only=True)
@@ -114,8 +113,8 @@ class ModelSettings(LossWeights):
     # As the reference's ``model.encoder_args``; ``pretrained``: false, true (the reference's
     # pretrain/model_best_resnet34_En_nomixup.pth) or the path of GCA-Matting's encoder checkpoint.
     encoder_args: dict[str, Any]
-    routing_init: bool = False
-    guidance_stem_init: bool = False
+    routing_init: bool
+    guidance_stem_init: bool
 
 
 @dataclass(kw_only=True)

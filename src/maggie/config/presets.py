@@ -45,7 +45,17 @@ def _round_trip():
     y.width = 4096  # never re-wrap a line
     y.indent(mapping=2, sequence=4, offset=2)
     y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    y.representer.add_representer(float, lambda r, v: r.represent_scalar("tag:yaml.org,2002:float", _float(v)))
     return y
+
+
+def _float(v: float) -> str:
+    """A float as YAML 1.1 readers (PyYAML, DVC's params) read back as a float: ``5.0e-05``, not ``5e-05``."""
+    text = repr(v)
+    if "e" in text and "." not in text.split("e")[0]:
+        mantissa, exp = text.split("e")
+        text = f"{mantissa}.0e{exp}"
+    return text
 
 
 def _merge_in_place(node, over: dict[str, Any]) -> None:
