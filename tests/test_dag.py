@@ -142,3 +142,11 @@ def test_the_library_never_imports_training_or_stage_code():
         bad = sorted(n for n in names if n.startswith(("maggie/engine", "maggie/stages", "maggie/data/synth",
                                                         "maggie/data/fetch", "maggie/evaluation")))
         assert not bad, f"{api} imports {bad}"
+
+
+def test_from_a_module_to_the_stages_it_affects():
+    from maggie.config.code_deps import affected
+
+    assert affected(REPO / "src/maggie/data/augment.py") == ["train_image", "train_video"]
+    assert affected(REPO / "src/maggie/evaluation/report.py") == ["report"]
+    assert "pull" in affected(REPO / "src/maggie/files.py")

@@ -9,6 +9,7 @@ that sit next to a module (the params schema) belong to it.
 
     python -m maggie.config.code_deps train_image       # the files, one per line
     python -m maggie.config.code_deps --dvc train_image # as dvc.yaml deps (folders where whole)
+    python -m maggie.config.code_deps --affects src/maggie/data/augment.py   # the stage modules that run it
 """
 
 from __future__ import annotations
@@ -128,8 +129,19 @@ def _package_files(folder: Path) -> list[Path]:
             and (p.suffix == ".py" or p.suffix in DATA_SUFFIXES)]
 
 
+def affected(path: str | Path) -> list[str]:
+    """The stage modules whose import closure holds ``path`` (editing it makes their stages stale)."""
+    target = Path(path).resolve()
+    stages = sorted(p.stem for p in (PACKAGE_ROOT / "stages").glob("*.py") if p.stem != "__init__")
+    return [s for s in stages if target in {f.resolve() for f in stage_closure(s)}]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--affects":
+        for path in args[1:]:
+            print(f"{path}: {', '.join(affected(path)) or 'no stage'}")
+        return 0
     dvc = "--dvc" in args
     args = [a for a in args if a != "--dvc"]
     root = SRC.parent
