@@ -154,3 +154,20 @@ def test_warm_start_is_float16_checked_and_loaded_in_order(tmp_path):
     (warm / TEMPORAL_FILE).write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="checksum differs"):
         init_weights(fresh, str(warm / TEMPORAL_FILE))
+
+
+def test_train_only_freezes_the_rest_and_its_batch_norm_statistics():
+    from maggie.engine.build import select_trainable, train_mode
+    from maggie.errors import ParamsError
+    from maggie.models import MaGGIe, MaggieConfig
+
+    model = MaGGIe(MaggieConfig(arch="maggie_video"))
+    total = sum(p.numel() for p in model.parameters())
+    count = select_trainable(model, ["decoder.os8_temp_module.", "decoder.diff_module."])
+    assert 0 < count < total / 10
+    assert all(p.requires_grad == n.startswith(("decoder.os8_temp_module.", "decoder.diff_module."))
+               for n, p in model.named_parameters())
+    train_mode(model)
+    assert not model.encoder.bn1.training and model.decoder.diff_module[1].training
+    with pytest.raises(ParamsError, match="no parameter starts with 'nope.'"):
+        select_trainable(model, ["nope."])

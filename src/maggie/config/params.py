@@ -137,6 +137,7 @@ class TrainSettings:
     init: str | list[str]  # weights to start from, in order: paths, hub ids, or "image" (the image stage's best)
     out_dir: str
     device: str
+    train_only: list[str]  # parameter-name prefixes to train ([]: all)
 
 
 def stage_settings(params: dict[str, Any], stage: str) -> tuple[ModelSettings, TrainSettings]:

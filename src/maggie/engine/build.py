@@ -86,10 +86,39 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
+def select_trainable(model: nn.Module, prefixes: list[str]) -> int:
+    """Train only the parameters whose names start with one of ``prefixes`` (all when empty); returns their count.
+
+    The warm start's video run trains only the temporal modules, so that they fit the image network
+    they are shipped to sit on."""
+    if not prefixes:
+        return sum(p.numel() for p in model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise ParamsError(f"train.*.train_only: no parameter starts with {', '.join(map(repr, unknown))}")
+    count = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(name.startswith(x) for x in prefixes))
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except batch norms whose parameters are all frozen: their running statistics stay
+    those of the weights they came with."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
 def build_optimizer(model: nn.Module, tset: TrainSettings):
     """AdamW with a linear warm-up and a cosine decay to 0 at ``max_iter`` (the reference's schedule)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tset.lr, betas=tuple(tset.betas),
-                                  weight_decay=tset.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tset.lr,
+                                  betas=tuple(tset.betas), weight_decay=tset.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: warmup_cosine(i, tset.warmup_iters, tset.max_iter))
     return optimizer, scheduler

@@ -22,7 +22,15 @@ from tqdm import tqdm
 from maggie.config.methods import NETWORK, best_weights, has_video_training, method_params
 from maggie.config.params import ParamsError, load_params, section, stage_settings
 from maggie.engine import distributed as dist
-from maggie.engine.build import build_dataset, build_network, build_optimizer, make_loader, precision_setup
+from maggie.engine.build import (
+    build_dataset,
+    build_network,
+    build_optimizer,
+    make_loader,
+    precision_setup,
+    select_trainable,
+    train_mode,
+)
 from maggie.engine.checkpoints import (
     init_sources,
     init_weights,
@@ -75,6 +83,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     for source in init_sources(params, stage):
         init_weights(model, source)
     objective = training_objective(mset.arch)
+    trainable = select_trainable(model, tset.train_only)
     model.to(rt.device)
     if rt.distributed and rt.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -96,10 +105,10 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     curve = CurveWriter(out_dir / "train_curve.csv", TRAIN_FIELDS, keep=start > 0)
     val_curve = CurveWriter(out_dir / "val_curve.csv", VAL_FIELDS, keep=start > 0)
     run = make_wandb(params, stage, rt.is_main)
-    log.info("stage %s: %d samples, steps %d..%d, batch %d on %d x %s", stage, len(dataset), start, tset.max_iter,
-             tset.batch_size, rt.world_size, rt.device)
+    log.info("stage %s: %d samples, steps %d..%d, batch %d on %d x %s, %.1fM parameters trained", stage,
+             len(dataset), start, tset.max_iter, tset.batch_size, rt.world_size, rt.device, trainable / 1e6)
 
-    model.train()
+    train_mode(model)
     losses_log: list[float] = []
     bar = tqdm(total=tset.max_iter, initial=start, disable=not rt.is_main, desc=f"train {stage}", unit="step")
     t0 = time.time()
@@ -155,7 +164,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
                 if metrics["MAD"] < best:
                     best = metrics["MAD"]
                     save_weights(core, best_path, {"step": step, "val_MAD": best})
-            model.train()
+            train_mode(model)
         if rt.is_main and (step % tset.ckpt_iter == 0 or step == tset.max_iter):
             save_training_state(ckpt_dir, "last", core, optimizer, scheduler, scaler, step,
                                 {"best_mad": best, "fingerprint": fingerprint})
