@@ -81,21 +81,12 @@ def make_data(params_path: Path) -> None:
 
 
 def evaluate_all(params: dict, weights: Path) -> dict:
-    from maggie.evaluation.benchmarks import evaluate_images
+    from maggie.evaluation.benchmarks import against_mask
     from maggie.models import load_model
 
-    model = load_model(weights)
-    out = {}
-    for subset in params["test"]["image"]["subsets"]:
-        rows = []
-        for source in params["test"]["image"]["mask_sources"]:
-            r = evaluate_images(model, params, subset, source, names=("MAD",), validation=True)
-            rows.append((source, r["maggie"]["MAD"], r["mask_as_alpha"]["MAD"]))
-        mad = sum(r[1] for r in rows) / len(rows)
-        mask = sum(r[2] for r in rows) / len(rows)
-        out[subset] = {"MAD": round(mad, 1), "mask_MAD": round(mask, 1), "ratio": round(mad / mask, 3),
-                       "wins": sum(r[1] < r[2] for r in rows),
-                       "per_source": {s: [round(a, 1), round(b, 1)] for s, a, b in rows}}
+    out = against_mask(load_model(weights), params)
+    for entry in out.values():  # rounded for the table
+        entry.update(MAD=round(entry["MAD"], 1), mask_MAD=round(entry["mask_MAD"], 1), ratio=round(entry["ratio"], 3))
     return out
 
 

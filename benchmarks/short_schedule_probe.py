@@ -36,18 +36,12 @@ from maggie.config.params import load_params, stage_settings
 from maggie.engine.build import StepBatches, build_dataset, warmup_cosine
 from maggie.evaluation.benchmarks import evaluate_images
 from maggie.models import DecoderState, build_model
+from maggie.models.maggie.network import share_query_key_init
 from maggie.models.registry import training_objective
 
 
 def routing_init(model: nn.Module) -> None:
-    imd = model.decoder.refine_OS8
-    for layer in [*imd.token_feat_ca_layers, *imd.feat_token_ca_layers, imd.final_token_feat_ca]:
-        attn = layer.multihead_attn
-        d = attn.embed_dim
-        q = nn.init.orthogonal_(torch.empty(d, d))
-        with torch.no_grad():
-            attn.in_proj_weight[:d].copy_(q)
-            attn.in_proj_weight[d:2 * d].copy_(q)
+    share_query_key_init(model.decoder.refine_OS8)
 
 
 def stem_init(model: nn.Module) -> None:

@@ -51,21 +51,9 @@ def export_fp16(source: Path, dest: Path, keep=lambda key: True) -> dict[str, An
 
 
 def image_metrics(weights: Path, params: dict[str, Any]) -> dict[str, Any]:
-    from maggie.evaluation.benchmarks import evaluate_images
+    from maggie.evaluation.benchmarks import against_mask
 
-    model = load_model(weights)
-    out: dict[str, Any] = {}
-    for subset in params["test"]["image"]["subsets"]:
-        rows = []
-        for source in params["test"]["image"]["mask_sources"]:
-            r = evaluate_images(model, params, subset, source, names=("MAD",), validation=True)
-            rows.append((source, r["maggie"]["MAD"], r["mask_as_alpha"]["MAD"]))
-        mad = sum(r[1] for r in rows) / len(rows)
-        mask = sum(r[2] for r in rows) / len(rows)
-        out[subset] = {"MAD": mad, "mask_MAD": mask, "ratio": mad / mask, "wins": sum(r[1] < r[2] for r in rows),
-                       "per_source": {s: {"MAD": a, "mask_MAD": b} for s, a, b in rows}}
-        log.info("warm start, %s: MAD %.0f vs mask %.0f (%.2f)", subset, mad, mask, mad / mask)
-    return out
+    return against_mask(load_model(weights), params)
 
 
 def video_metrics(image: Path, temporal: Path, params: dict[str, Any]) -> dict[str, Any]:

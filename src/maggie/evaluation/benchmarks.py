@@ -87,6 +87,25 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     return result
 
 
+def against_mask(model, params: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """Per image subset: MaGGIe's mean MAD over the mask sources, the mask's, their ratio, the sources where
+    MaGGIe is below the mask, and both per source (the headline figures, for ablations and the warm start)."""
+    out: dict[str, Any] = {}
+    img = section(params, "test.image")
+    for subset in img["subsets"]:
+        rows = []
+        for source in img["mask_sources"]:
+            r = evaluate_images(model, params, subset, source, device=device, names=("MAD",), validation=True)
+            rows.append((source, r["maggie"]["MAD"], r["mask_as_alpha"]["MAD"]))
+        mad = sum(r[1] for r in rows) / len(rows)
+        mask = sum(r[2] for r in rows) / len(rows)
+        out[subset] = {"MAD": mad, "mask_MAD": mask, "ratio": mad / mask, "wins": sum(r[1] < r[2] for r in rows),
+                       "per_source": {s: {"MAD": a, "mask_MAD": b} for s, a, b in rows}}
+        log.info("%s: MAD %.0f vs mask %.0f (%.2f), below the mask in %d of %d", subset, mad, mask, mad / mask,
+                 out[subset]["wins"], len(rows))
+    return out
+
+
 def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> None:
     """Spatial metrics on every frame; temporal ones once per consecutive frame pair, as the
     reference's test loop scores each newly final pair (it batches the last three pairs together)."""
