@@ -50,6 +50,21 @@ def check_results(project: Path) -> dict:
     methods = sorted(p.relative_to(project / "eval" / "methods").parts[0]
                      for p in (project / "eval" / "methods").rglob("*.json"))
     assert methods.count("closed_form") == methods.count("mgm_tcvom") == 2 * 3 + 3
+    # The report opens with the headline table: MaGGIe against its guidance per subset and split, then
+    # the video stage's dtSSD beside its image stage's (its format; the tiny run's figures mean nothing).
+    tables = (project / "reports" / "tables.md").read_text().splitlines()
+    assert tables[0] == "## MaGGIe against its guidance"
+    header = next(i for i, line in enumerate(tables) if line.startswith("| evaluation |"))
+    assert tables[header] == "| evaluation | MaGGIe MAD | mask MAD | ratio | below the mask in |"
+    rows = [line.split(" | ") for line in tables[header + 2:header + 7]]
+    assert [r[0] for r in rows] == ["| image in_dist (mean of 3)", "| image held_out (mean of 3)",
+                                    "| video comp_easy", "| video comp_medium", "| video comp_hard"]
+    for r in rows:
+        assert float(r[1]) >= 0 and float(r[3]) >= 0 and r[4].rstrip(" |").split("/")[1] in ("3", "1")
+    assert any(line.startswith("Below the mask in ") and " of 9 evaluations" in line for line in tables)
+    assert "| split | video stage dtSSD | image stage dtSSD | video stage MAD | image stage MAD |" in tables
+    head = metrics["headline"]
+    assert set(head["image"]) == {"in_dist", "held_out"} and set(head["video_vs_image_stage"]) == set(head["video"])
     evals = sorted(p.relative_to(project).as_posix() for p in (project / "eval" / "image").rglob("*.json"))
     assert len(evals) == 2 * 3  # subsets x mask sources of the tiny preset
     return metrics

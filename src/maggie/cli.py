@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +21,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maggie.data.layout import DataError, read_rgb
-from maggie.files import partial_path, replace_dir
+from maggie.errors import DataError
+from maggie.files import partial_path, remove_stale_partials, replace_dir
 from maggie.inference.inputs import (
+    DEFAULT_MAX_PIXELS,
     InputError,
     VideoInput,
     find_mask,
     frame_mask_sources,
     image_files,
     is_video,
+    read_image,
     union_names,
 )
 from maggie.inference.outputs import DEFAULT_KINDS, KINDS, OutputWriter, parse_background, parse_kinds
@@ -51,11 +54,14 @@ def predict_images(args, stage: Path, kinds) -> int:
     if not files:
         raise InputError(f"{inp}: no images (.jpg, .jpeg, .png)")
     plan = [(f, find_mask(masks, f.stem, single=single)) for f in files]  # every mask checked before any work
+    people = [src.instance_names() for _, src in plan]
+    if not any(people):
+        raise InputError(f"{masks}: no person in any mask (nothing to matte)")
     predictor = _predictor(args)
     writer = OutputWriter(stage, kinds, args.background)
-    for f, src in tqdm(plan, desc="predict", unit="img", disable=len(plan) == 1):
-        rgb = read_rgb(f)
-        names = src.instance_names()
+    for (f, src), names in tqdm(zip(plan, people, strict=True), desc="predict", unit="img", total=len(plan),
+                                disable=len(plan) == 1):
+        rgb = read_image(f, args.max_pixels, args.short_size)
         alphas = predictor.image(rgb, src.read(names, rgb.shape[:2]))
         writer.image(f.stem, rgb, alphas, names)
     writer.close()
@@ -74,7 +80,7 @@ def chunked(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 
 def predict_video(args, stage: Path, kinds) -> int:
-    video = VideoInput(Path(args.input))
+    video = VideoInput(Path(args.input), args.max_pixels)
     sources = frame_mask_sources(Path(args.masks), video.count, video.stems)
     names = union_names(sources)
     if not names:
@@ -102,20 +108,35 @@ def predict_video(args, stage: Path, kinds) -> int:
     return count
 
 
+def inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     inp = Path(args.input)
+    if args.short_size < 32:
+        raise InputError(f"--short-size {args.short_size}: at least 32 (the network's stride)")
+    if args.max_pixels < 1:
+        raise InputError(f"--max-pixels {args.max_pixels}: must be positive")
     if not inp.exists():
         raise InputError(f"{inp}: no such file or folder")
     if not Path(args.masks).exists():
         raise InputError(f"{args.masks}: no such mask file or folder")
+    for given, what in ((inp, "the input"), (Path(args.masks), "the masks")):
+        if inside(given, out):
+            raise InputError(f"{args.out}: holds {what} ({given}); replacing it would delete it, use another --out")
+    if out.is_file():
+        raise InputError(f"{args.out}: is a file; --out names a folder")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+        raise InputError(f"{args.out}: exists and is not empty; pass --overwrite to replace it")
     kinds = parse_kinds(args.outputs)
     as_video = is_video(inp) or (args.video and inp.is_dir())
     if "alpha_video" in kinds and not as_video:
         raise InputError(f"{inp}: alpha_video output needs a video input")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent)  # what a killed run (SIGKILL) left behind
     stage = partial_path(out)
     stage.mkdir()
     try:
@@ -153,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--video", action="store_true", help="treat a folder of images as the frames of one video")
     p.add_argument("--chunk", type=int, default=8, help="video frames decoded ahead at a time")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger inputs (and inputs that would be larger at --short-size); default 40M")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)
     e = sub.add_parser("export", help="export the image network (dense refinement) to ONNX")
@@ -170,11 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "chunk", 1) < 1:
         print("maggie: error: --chunk must be at least 1", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _terminate)  # timeout, docker stop, SLURM: clean up the staging folder
     try:
         return args.func(args)
     except (DataError, WeightsError, ValueError, OSError) as exc:
         print(f"maggie: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("maggie: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

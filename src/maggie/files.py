@@ -82,15 +82,25 @@ def replace_dir(tmp_dir: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
-    """Remove what killed runs left in ``folder``: hidden ``*.partial`` files and folders of other processes."""
+    """Remove what killed runs left in ``folder``: hidden ``*.partial`` files and folders of dead processes."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.glob(f".*{PARTIAL}"):
         pid = p.name.rsplit(".", 2)[-2].split("-")[0]
-        if pid == str(os.getpid()):
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

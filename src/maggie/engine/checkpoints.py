@@ -55,7 +55,11 @@ def load_training_state(out_dir: Path, tag: str, model, optimizer, scheduler, sc
     weights, state_path = out_dir / f"{tag}.safetensors", out_dir / f"{tag}_state.pt"
     if not (weights.exists() and state_path.exists()):
         return None
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise WeightsError(f"{state_path}: damaged training state ({str(exc).splitlines()[0][:80]}); delete "
+                           f"{out_dir} to start the stage afresh") from exc
     if state["extra"].get("fingerprint") != fingerprint:
         log.info("%s belongs to other settings; starting afresh", state_path)
         return None
@@ -120,6 +124,9 @@ def init_weights(model, source: str) -> None:
     if bad:
         raise WeightsError(f"{source}: shape mismatch for {', '.join(bad[:8])}")
     missing = sorted(set(own) - set(sd))
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{source}: {bad[0]} holds NaN or infinite values (damaged or diverged weights)")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=False)
     log.info("initialised from %s (%d tensors; %d kept from initialisation%s)", source, len(sd), len(missing),
              f": {', '.join(missing[:4])} ..." if missing else "")

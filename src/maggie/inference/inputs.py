@@ -1,8 +1,8 @@
-"""What ``maggie predict`` reads: images, image folders, videos, and their guidance masks.
+"""What ``maggie predict`` reads: images, image folders and videos (masks: ``maggie.inference.masks``).
 
-Masks come either as a folder of per-instance binary PNGs (the published layout,
-``<image>/00.png, 01.png, ...``; per frame for video) or as one instance-ID map per image or
-frame (0 = background, k = person k).  Every problem is reported as one line naming the file.
+Every problem is reported as one line naming the file, before anything is written: sizes are checked
+from the file's header before it is decoded (``--max-pixels``, and an aspect ratio of at most 10:1),
+and a truncated image is refused rather than filled with grey.
 """
 
 from __future__ import annotations
@@ -15,107 +15,58 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maggie.data.layout import IMAGE_EXTS, DataError, read_gray, read_rgb
+from maggie.data.layout import IMAGE_EXTS
+from maggie.inference.masks import InputError, MaskSource, find_mask, frame_mask_sources, union_names
+
+__all__ = ["InputError", "MaskSource", "VideoInput", "find_mask", "frame_mask_sources", "image_files", "is_video",
+           "read_image", "union_names"]
 
 log = logging.getLogger("maggie.predict")
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
-class InputError(DataError):
-    """A user input the predictor cannot use (one line, naming the file)."""
+DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger inputs need --max-pixels
+MAX_ASPECT = 10.0  # longest side / shortest side
 
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-@dataclass(frozen=True)
-class MaskSource:
-    """Where one image's (or frame's) masks are: a folder of NN.png files or one ID-map file."""
-
-    path: Path
-
-    @property
-    def is_id_map(self) -> bool:
-        return self.path.is_file()
-
-    def instance_names(self) -> list[str]:
-        """Instance names without reading pixels: file stems, or the IDs in the map (read once)."""
-        if self.is_id_map:
-            ids = np.unique(read_gray(self.path))
-            return [f"{int(i) - 1:02d}" for i in ids if i > 0]  # person k is NN = k - 1, as 00.png is the first
-        return [p.stem for p in sorted(self.path.glob("*.png"))]
-
-    def read(self, names: list[str], shape: tuple[int, int]) -> np.ndarray:
-        """Binary masks ``[len(names), H, W]`` uint8 at ``shape``; a name this source lacks is empty."""
-        h, w = shape
-        out = np.zeros((len(names), h, w), np.uint8)
-        if self.is_id_map:
-            ids = read_gray(self.path)
-            ids = _fit(ids, shape, self.path)
-            for i, name in enumerate(names):
-                out[i] = ids == int(name) + 1
-            return out
-        for i, name in enumerate(names):
-            f = self.path / f"{name}.png"
-            if not f.exists():
-                continue
-            m = read_gray(f)
-            values = np.unique(m)
-            if not np.isin(values, (0, 1, 255)).all():
-                raise InputError(f"{f}: mask is not binary (values {', '.join(str(v) for v in values[:6])}"
-                                 f"{' ...' if len(values) > 6 else ''}); use 0 and 255, or pass an ID map")
-            out[i] = _fit(m, shape, f) > 0
-        return out
+def check_size(path: Path, width: int, height: int, max_pixels: int, short_size: int | None = None) -> None:
+    """Refuse, before anything is decoded or allocated, an input too large or too thin to process."""
+    if width < 1 or height < 1:
+        raise InputError(f"{path}: empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise InputError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than --max-pixels "
+                         f"{max_pixels / 1e6:.0f}M (raise it if this is intended)")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise InputError(f"{path}: {width}x{height} has an aspect ratio of {aspect:.0f}:1 (at most {MAX_ASPECT:.0f}:1)")
+    resized = (short_size or 0) ** 2 * aspect
+    if resized > max_pixels:
+        raise InputError(f"{path}: at --short-size {short_size} this image would be {resized / 1e6:.0f} megapixels, "
+                         f"more than --max-pixels {max_pixels / 1e6:.0f}M")
 
 
-_resized_notice: set[Path] = set()
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, short_size: int | None = None) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of a user's image: its header is checked first, a truncated file is refused."""
+    from PIL import Image, UnidentifiedImageError
 
-
-def _fit(mask: np.ndarray, shape: tuple[int, int], path: Path) -> np.ndarray:
-    if mask.shape == shape:
-        return mask
-    if path.parent not in _resized_notice:
-        _resized_notice.add(path.parent)
-        log.warning("%s: mask is %dx%d, the image %dx%d; resizing it (nearest)", path, mask.shape[1], mask.shape[0],
-                    shape[1], shape[0])
-    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def find_mask(masks: Path, stem: str, single: bool = False) -> MaskSource:
-    """The masks of image ``stem`` under ``masks``: ``<stem>/`` or ``<stem>.png``; for a single
-    image ``masks`` may also be the NN.png folder itself or the ID-map file itself."""
-    if single and masks.is_file():
-        return MaskSource(masks)
-    if (masks / stem).is_dir():
-        return MaskSource(masks / stem)
-    if (masks / f"{stem}.png").is_file():
-        return MaskSource(masks / f"{stem}.png")
-    if single and masks.is_dir() and any(masks.glob("*.png")):
-        return MaskSource(masks)
-    raise InputError(f"{masks}: no masks for '{stem}' (expected {masks / stem}/NN.png or {masks / stem}.png)")
-
-
-def union_names(sources: list[MaskSource]) -> list[str]:
-    """Instance names over all frames, so a person who appears later keeps one slot throughout."""
-    names: set[str] = set()
-    for s in sources:
-        names.update(s.instance_names())
-    return sorted(names, key=lambda n: (len(n), n))
-
-
-def frame_mask_sources(masks: Path, count: int, stems: list[str] | None = None) -> list[MaskSource]:
-    """Per-frame mask sources of a video: entries of ``masks`` in sorted order (folders or ID maps),
-    matched to frames by name when frames have names, else by position."""
-    if not masks.is_dir():
-        raise InputError(f"{masks}: a video needs a folder of per-frame masks (<frame>/NN.png or <frame>.png)")
-    if stems is not None and all((masks / s).is_dir() or (masks / f"{s}.png").is_file() for s in stems):
-        return [find_mask(masks, s) for s in stems]
-    entries = sorted(p for p in masks.iterdir() if p.is_dir() or p.suffix.lower() == ".png")
-    if len(entries) != count:
-        raise InputError(f"{masks}: {len(entries)} per-frame mask entries for {count} frames")
-    return [MaskSource(p) for p in entries]
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit, checked from the header
+    try:
+        with Image.open(path) as im:
+            Image.MAX_IMAGE_PIXELS = limit
+            check_size(path, im.width, im.height, max_pixels, short_size)
+            im.load()
+            return np.asarray(im.convert("RGB")).copy()
+    except InputError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable image ({str(exc).splitlines()[0][:80]})") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 @dataclass
@@ -123,13 +74,14 @@ class VideoInput:
     """Frames of a video file (decoded lazily) or of a folder of frame images."""
 
     path: Path
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.path.is_dir():
             self.files = image_files(self.path)
             if not self.files:
                 raise InputError(f"{self.path}: no frame images")
-            first = read_rgb(self.files[0])
+            first = read_image(self.files[0], self.max_pixels)
             self.count, self.fps = len(self.files), 25.0
             self.shape = first.shape[:2]
             return
@@ -143,6 +95,7 @@ class VideoInput:
         self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
         self.shape = frame.shape[:2]
         cap.release()
+        check_size(self.path, self.shape[1], self.shape[0], self.max_pixels)
         if self.count <= 0:
             self.count = sum(1 for _ in self._decode())
 
@@ -164,7 +117,7 @@ class VideoInput:
     def frames(self) -> Iterator[np.ndarray]:
         if self.files is not None:
             for f in self.files:
-                img = read_rgb(f)
+                img = read_image(f, self.max_pixels)
                 if img.shape[:2] != self.shape:
                     raise InputError(f"{f}: frame size differs from the first frame's")
                 yield img

@@ -56,26 +56,42 @@ def composite(rgb: np.ndarray, alphas: np.ndarray, background: np.ndarray) -> np
 
 
 def _png(path: Path, img: np.ndarray) -> None:
+    """A PNG inside the staging folder; Python's own write, so a full disk raises instead of passing silently."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"{path}: could not write")
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"{path}: could not encode the PNG")
+    with open(path, "wb") as f:
+        f.write(buf.tobytes())
 
 
 class VideoSink:
     def __init__(self, path: Path, fps: float, size: tuple[int, int], colour: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.frames = path, 0
         self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]), colour)
         if not self.writer.isOpened():
             raise OSError(f"{path}: OpenCV cannot write mp4 here")
 
     def write(self, img: np.ndarray) -> None:
         self.writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img)
+        self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and read it back: OpenCV's writer reports no error (a full disk gives an empty mp4)."""
         self.writer.release()
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            decoded = 0
+            while cap.isOpened() and cap.read()[0]:
+                decoded += 1
+        finally:
+            cap.release()
+        if decoded != self.frames:
+            raise OSError(f"{self.path}: the video holds {decoded} of the {self.frames} frames written "
+                          "(is the disk full?)")
 
 
 class OutputWriter:

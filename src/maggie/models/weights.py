@@ -26,10 +26,14 @@ HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 from maggie.errors import WeightsError  # noqa: E402  (re-exported)
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
 
 def _is_hub_id(text: str) -> bool:
+    """``owner/name`` that is no local path (a missing ``models/best.safetensors`` is a missing file, not a hub id)."""
     parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and not os.path.exists(text)
+    return (len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and not os.path.exists(text)
+            and not text.lower().endswith(WEIGHT_SUFFIXES))
 
 
 def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
@@ -62,12 +66,16 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.exists():
         raise WeightsError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        sd = load_file(str(path))
-        info = json.loads(meta["maggie"]) if "maggie" in meta else {}
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            sd = load_file(str(path))
+            info = json.loads(meta["maggie"]) if "maggie" in meta else {}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0][:80]}); "
+                               "truncated or another format?") from exc
         return sd, info
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,6 +109,10 @@ def prepare_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sour
         ref = own[k]
         if tuple(v.shape) != tuple(ref.shape):
             raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(ref.shape)}")
+        if v.is_floating_point() != ref.is_floating_point() or v.is_complex():
+            raise WeightsError(f"{source}: {k} is {v.dtype}, the model expects {ref.dtype}")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise WeightsError(f"{source}: {k} holds NaN or infinite values (damaged or diverged weights)")
         out[k] = v.to(ref.dtype) if ref.is_floating_point() else v.to(ref.dtype)
     return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -31,12 +32,30 @@ def run_stage(name: str, parser: argparse.ArgumentParser, body: Callable[[argpar
     """Parse ``argv``, run ``body(args)``; a user error becomes ``<name>: error: ...`` and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # timeout, docker stop, SLURM: staged outputs are cleaned up
     try:
         body(args)
     except errors as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; its outputs were left as they were", file=sys.stderr)
+        return 130
     return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a user error; one raised in a DataLoader worker carries the worker's traceback, keep
+    only its own last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def parser_for(doc: str | None) -> argparse.ArgumentParser:

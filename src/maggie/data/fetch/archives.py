@@ -110,7 +110,18 @@ def _rewrite_entry(entry: bytes, starts: list[int]) -> bytes:
 
 
 def join_split_zip(archive: Path, out: Path) -> Path:
-    """Join ``archive``'s segments into one ordinary zip file at ``out``; returns ``out``."""
+    """Join ``archive``'s segments into one ordinary zip file at ``out``; returns ``out``.
+
+    A malformed archive (truncated or crafted headers, offsets outside the segments) is one DataError."""
+    try:
+        return _join_split_zip(archive, out)
+    except (struct.error, IndexError, ValueError, KeyError, OverflowError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{archive}: malformed split zip archive ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _join_split_zip(archive: Path, out: Path) -> Path:
     segments = split_segments(archive)
     joined = _Joined(segments)
     eocd_pos, eocd = _find_eocd(segments[-1])
@@ -189,7 +200,7 @@ def extract_zip(archive: Path, dest: Path) -> Path:
                     if root != target and root not in target.parents:
                         raise DataError(f"{archive}: member {member.filename!r} would be written outside the folder")
                 zf.extractall(tmp)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
             raise DataError(f"{archive}: corrupt zip archive ({exc})") from exc
         # An archive usually holds one top folder named like the dataset: unwrap it.
         inner = [p for p in tmp.iterdir() if not p.name.startswith("__MACOSX")]
