@@ -109,7 +109,7 @@ def prepare_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sour
         ref = own[k]
         if tuple(v.shape) != tuple(ref.shape):
             raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(ref.shape)}")
-        if v.is_floating_point() != ref.is_floating_point() or v.is_complex():
+        if v.is_complex() or v.dtype == torch.bool != ref.dtype:
             raise WeightsError(f"{source}: {k} is {v.dtype}, the model expects {ref.dtype}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise WeightsError(f"{source}: {k} holds NaN or infinite values (damaged or diverged weights)")
