@@ -32,23 +32,27 @@ from maggie.config.params import load_params  # noqa: E402
 from maggie.config.presets import deep_merge  # noqa: E402
 
 OLD_DATA = {"data": {"bank": {"figures": {"train": 48}, "backgrounds": {"train": 32}}, "image_train": {"count": 400}}}
+NO_MERGE = {"test": {"image": {"merge_duplicate_masks": False}}}
 REFERENCE = {
     "dataset": {"train": {"image": {"simulated_guidance_p": 0.0, "quantise_masks": True}}},
-    "test": {"image": {"quantise_masks": True}},
+    "test": {"image": {"quantise_masks": True, "merge_duplicate_masks": False}},
     "model": {"image": {"routing_init": False, "guidance_stem_init": False, "loss_os8_bce_w": 0.0}},
 }
+FULL_RES = {"dataset": {"train": {"image": {"quantise_masks": False}}}, "test": {"image": {"quantise_masks": False}}}
+SIMULATED = {"dataset": {"train": {"image": {"simulated_guidance_p": 0.8}}}}
+# (name, what the row adds, overrides of params.yaml, the row whose weights it evaluates instead of training)
 ROWS = [
     ("reference_recipe", "the reference's guidance noise and OS8 protocol, no init aids (the old default)",
-     [OLD_DATA, REFERENCE]),
+     [OLD_DATA, REFERENCE], None),
     ("guidance_full_res", "+ guidance at full resolution in training and test (no OS8 quantisation)",
-     [OLD_DATA, REFERENCE, {"dataset": {"train": {"image": {"quantise_masks": False}}},
-                            "test": {"image": {"quantise_masks": False}}}]),
+     [OLD_DATA, REFERENCE, FULL_RES], None),
     ("simulated_guidance", "+ training guidance from the simulated segmenter (80% of samples)",
-     [OLD_DATA, REFERENCE, {"dataset": {"train": {"image": {"quantise_masks": False, "simulated_guidance_p": 0.8}}},
-                            "test": {"image": {"quantise_masks": False}}}]),
+     [OLD_DATA, REFERENCE, FULL_RES, SIMULATED], None),
     ("init_aids_bce", "+ routing and guidance-stem initialisation, BCE on the OS8 logits",
-     [OLD_DATA]),
-    ("larger_pools", "+ 200 training figures, 96 backgrounds, 2000 images (today's default, from scratch)", []),
+     [OLD_DATA, NO_MERGE], None),
+    ("merge_duplicates", "+ identical masks run as one instance (evaluation only: the row above's network)",
+     [OLD_DATA], "init_aids_bce"),
+    ("larger_pools", "+ 200 training figures, 96 backgrounds, 2000 images (today's default, from scratch)", [], None),
 ]
 
 
@@ -59,8 +63,10 @@ def row_params(overrides: list[dict], steps: int, work: Path, name: str) -> dict
     data_key = "old" if OLD_DATA in overrides else "new"
     params = deep_merge(params, {
         "data": {"root": str(work / f"data_{data_key}")},
-        "train": {"image": {"max_iter": steps, "val_iter": steps, "ckpt_iter": steps, "log_iter": 50,
+        # from scratch with the recipe of the long pretrain run (not the default's fine-tuning settings)
+        "train": {"image": {"max_iter": steps, "val_iter": steps, "ckpt_iter": steps, "log_iter": 50, "lr": 4e-4,
                             "warmup_iters": 30, "init": "", "out_dir": str(work / name)}},
+        "model": {"image": {"warmup_detail_iter": 30}},
         "wandb": {"mode": "disabled"},
     })
     return params
@@ -90,7 +96,8 @@ def evaluate_all(params: dict, weights: Path) -> dict:
     return out
 
 
-def run_row(name: str, description: str, overrides: list[dict], steps: int, work: Path) -> dict:
+def run_row(name: str, description: str, overrides: list[dict], steps: int, work: Path,
+            weights_of: str | None = None) -> dict:
     from maggie.engine.loop import train
 
     params = row_params(overrides, steps, work, name)
@@ -98,12 +105,13 @@ def run_row(name: str, description: str, overrides: list[dict], steps: int, work
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     make_data(path)
-    t0 = time.time()
-    summary = train("image", str(path))
-    seconds = time.time() - t0
-    result = evaluate_all(params, Path(params["train"]["image"]["out_dir"]) / "ckpt" / "last.safetensors")
-    return {"name": name, "description": description, "steps": steps, "train_seconds": round(seconds),
-            "s_per_step": round(summary["seconds"] / steps, 2), **result}
+    row: dict = {"name": name, "description": description, "steps": steps}
+    if weights_of is None:
+        t0 = time.time()
+        summary = train("image", str(path))
+        row.update(train_seconds=round(time.time() - t0), s_per_step=round(summary["seconds"] / steps, 2))
+    out_dir = work / (weights_of or name)
+    return {**row, **evaluate_all(params, out_dir / "ckpt" / "last.safetensors")}
 
 
 def render(rows: list[dict], extra: list[dict]) -> str:
@@ -148,15 +156,20 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--work", default="/tmp/maggie_ablation")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "ablation.json"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else []
-    for name, description, overrides in ROWS:
+    for name, description, overrides, weights_of in ROWS:
         if (args.only and name not in args.only) or any(r["name"] == name and r["steps"] == args.steps for r in done):
             continue
-        row = run_row(name, description, copy.deepcopy(overrides), args.steps, Path(args.work))
+        row = run_row(name, description, copy.deepcopy(overrides), args.steps, Path(args.work), weights_of)
         done = [r for r in done if not (r["name"] == name and r["steps"] == args.steps)] + [row]
-        order = [n for n, _, _ in ROWS]
+        order = [r[0] for r in ROWS]
         done.sort(key=lambda r: (r["steps"], order.index(r["name"]) if r["name"] in order else 99))
         out.write_text(json.dumps(done, indent=1) + "\n")
         out.with_suffix(".md").write_text(render(done, extra_rows()))
