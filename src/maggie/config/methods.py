@@ -68,6 +68,9 @@ def method_params(params: dict[str, Any], name: str) -> dict[str, Any]:
         out["model"][stage] = model
         if "max_inst" in overlay:
             out["dataset"]["train"][stage]["max_inst"] = overlay["max_inst"]
-        out["train"][stage] = {**section(out, f"train.{stage}"), **(entry.get("train", {}).get(stage) or {}),
+        # A baseline trains from scratch (its image stage) and from its own image stage (video): MaGGIe's
+        # warm start does not fit its network; its train.<stage> overlay may still name other weights.
+        own = {"init": "" if stage == "image" else "image"}
+        out["train"][stage] = {**section(out, f"train.{stage}"), **own, **(entry.get("train", {}).get(stage) or {}),
                                "out_dir": str(stage_dir(params, stage, name))}
     return out
