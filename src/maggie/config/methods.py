@@ -70,7 +70,8 @@ def method_params(params: dict[str, Any], name: str) -> dict[str, Any]:
             out["dataset"]["train"][stage]["max_inst"] = overlay["max_inst"]
         # A baseline trains from scratch (its image stage) and from its own image stage (video): MaGGIe's
         # warm start does not fit its network; its train.<stage> overlay may still name other weights.
-        own = {"init": "" if stage == "image" else "image"}
+        own = {"init": "" if stage == "image" else "image",
+               **((params.get("methods") or {}).get("baseline_train") or {}).get(stage, {})}
         out["train"][stage] = {**section(out, f"train.{stage}"), **own, **(entry.get("train", {}).get(stage) or {}),
                                "out_dir": str(stage_dir(params, stage, name))}
     return out
