@@ -89,3 +89,18 @@ def test_preset_names_are_files_of_presets_only(tmp_path):
     for bad in ("../params", "/etc/passwd", "missing"):
         with pytest.raises(ParamsError):
             apply_preset(bad, tmp_path / "params.yaml", REPO / "presets")
+
+
+def test_exponent_floats_are_numbers_as_dvc_writes_them(tmp_path):
+    # `dvc exp run -S train.image.lr=5e-5` and ruamel write "5e-05", which plain PyYAML (YAML 1.1) reads as a string
+    text = (REPO / "params.yaml").read_text()
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("train:"))
+    at = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("lr:"))
+    lines[at] = "    lr: 5e-05\n"
+    path = tmp_path / "params.yaml"
+    path.write_text("".join(lines))
+    assert isinstance(yaml.safe_load(path.read_text())["train"]["image"]["lr"], str)   # what PyYAML alone gives
+    params = load_params(path)
+    assert params["train"]["image"]["lr"] == 5e-05
+    assert load_params(REPO / "params.yaml")["model"] == yaml.safe_load(text)["model"]  # nothing else read otherwise

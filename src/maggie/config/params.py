@@ -8,6 +8,7 @@ Key names follow the reference configs where they have an equivalent (``train.*`
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -20,13 +21,27 @@ from maggie.errors import ParamsError  # noqa: E402  (re-exported: the config's 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 plus YAML 1.2's exponent floats: ``5e-05``, as DVC (``dvc exp run -S``) and ruamel write a
+    float, is a number here, where PyYAML alone reads it as a string."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse params-style YAML (``params.yaml``, presets)."""
+    return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_params(path: str | os.PathLike = "params.yaml", validate: bool = True) -> dict[str, Any]:
     """The params file as a dict, checked against ``params.schema.yaml`` (one line naming the key and file)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise ParamsError(f"{path}: not valid YAML ({first})") from exc

@@ -20,9 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from maggie.config.params import check_schema, load_params
+from maggie.config.params import check_schema, load_params, read_yaml
 from maggie.errors import ParamsError
 from maggie.files import write_text
 
@@ -128,7 +126,7 @@ def restore_default(params_path: Path) -> dict[str, Any]:
     if text.startswith(MARKER):
         raise ParamsError(f"{params_path}: the committed version has presets applied ({text.splitlines()[0]}); "
                           "restore it from an earlier commit with git")
-    data = yaml.safe_load(text)
+    data = read_yaml(text)
     check_schema(data, f"{params_path} (committed)")
     write_text(params_path, text)
     return data
