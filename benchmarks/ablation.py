@@ -7,7 +7,9 @@ Each row trains the image network from scratch for ``--steps`` steps with the pi
 (``maggie.engine.loop.train``) on params.yaml with the row's overrides, then evaluates it on all 20
 image benchmarks (2 subsets x 10 mask sources, 16 images each) and records the mean MAD per subset
 next to the guidance mask's, the ratio of the two and in how many of the 10 sources it beats the
-mask.  Rows build on each other, from the reference's recipe to today's default; the data of each
+mask.  Rows build on each other, from the reference's recipe to today's default (a last row evaluates the
+shipped warm start with one evaluation setting changed, since a network trained for minutes is no guide to
+what the setting does to a trained one); the data of each
 row are made once under ``--work`` (the test sets do not depend on the training pools).  Results go
 to ``benchmarks/ablation.json`` (a row is skipped when already there) and ``benchmarks/ablation.md``.
 The warm start's and the default run's rows come from ``pretrain/warm_start.json`` and
@@ -40,6 +42,7 @@ REFERENCE = {
 }
 FULL_RES = {"dataset": {"train": {"image": {"quantise_masks": False}}}, "test": {"image": {"quantise_masks": False}}}
 SIMULATED = {"dataset": {"train": {"image": {"simulated_guidance_p": 0.8}}}}
+WARM = "warm_start"  # rows that evaluate the shipped warm start (pretrain/) instead of training
 # (name, what the row adds, overrides of params.yaml, the row whose weights it evaluates instead of training)
 ROWS = [
     ("reference_recipe", "the reference's guidance noise and OS8 protocol, no init aids (the old default)",
@@ -53,6 +56,8 @@ ROWS = [
     ("merge_duplicates", "+ identical masks run as one instance (evaluation only: the row above's network)",
      [OLD_DATA], "init_aids_bce"),
     ("larger_pools", "+ 200 training figures, 96 backgrounds, 2000 images (today's default, from scratch)", [], None),
+    ("warm_start_no_merge", "the warm start with identical masks run as separate instances (evaluation only)",
+     [NO_MERGE], WARM),
 ]
 
 
@@ -110,8 +115,12 @@ def run_row(name: str, description: str, overrides: list[dict], steps: int, work
         t0 = time.time()
         summary = train("image", str(path))
         row.update(train_seconds=round(time.time() - t0), s_per_step=round(summary["seconds"] / steps, 2))
-    out_dir = work / (weights_of or name)
-    return {**row, **evaluate_all(params, out_dir / "ckpt" / "last.safetensors")}
+    if weights_of == WARM:
+        weights = REPO / "pretrain" / "maggie_default_image.safetensors"
+        row["steps"] = json.loads((REPO / "pretrain" / "warm_start.json").read_text())["image"]["steps"]
+    else:
+        weights = work / (weights_of or name) / "ckpt" / "last.safetensors"
+    return {**row, **evaluate_all(params, weights)}
 
 
 def render(rows: list[dict], extra: list[dict]) -> str:
@@ -169,10 +178,11 @@ def main() -> int:
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else []
     for name, description, overrides, weights_of in [] if args.render else ROWS:
-        if (args.only and name not in args.only) or any(r["name"] == name and r["steps"] == args.steps for r in done):
+        if (args.only and name not in args.only) or any(
+                r["name"] == name and (r["steps"] == args.steps or weights_of == WARM) for r in done):
             continue
         row = run_row(name, description, copy.deepcopy(overrides), args.steps, Path(args.work), weights_of)
-        done = [r for r in done if not (r["name"] == name and r["steps"] == args.steps)] + [row]
+        done = [r for r in done if not (r["name"] == name and r["steps"] == row["steps"])] + [row]
         order = [r[0] for r in ROWS]
         done.sort(key=lambda r: (r["steps"], order.index(r["name"]) if r["name"] in order else 99))
         out.write_text(json.dumps(done, indent=1) + "\n")
