@@ -115,7 +115,8 @@ def test_image_stage_starts_from_a_pretrained_matting_encoder(tiny, tmp_path):
 def test_warm_start_is_float16_checked_and_loaded_in_order(tmp_path):
     """The shipped warm start: fp16 files with checksums; the video stage takes its temporal modules on top
     of the image stage's weights; a damaged file is refused in one line."""
-    from maggie.engine.checkpoints import init_sources, init_weights
+    from maggie.config.methods import init_sources
+    from maggie.engine.checkpoints import init_weights
     from maggie.engine.warm_start import TEMPORAL_FILE, export_fp16
     from maggie.errors import WeightsError
     from maggie.files import sha256_file

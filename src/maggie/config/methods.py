@@ -52,6 +52,13 @@ def best_weights(params: dict[str, Any], stage: str, method: str = NETWORK) -> P
     return stage_dir(params, stage, method) / BEST
 
 
+def init_sources(params: dict[str, Any], stage: str) -> list[str]:
+    """``train.<stage>.init`` as a list of weights (``image``: the image stage's best), applied in order."""
+    init = section(params, f"train.{stage}").get("init") or []
+    init = [init] if isinstance(init, str) else list(init)
+    return [str(best_weights(params, "image")) if s == "image" else str(s) for s in init]
+
+
 def has_video_training(params: dict[str, Any], name: str) -> bool:
     return bool(baseline_settings(params, name).get("video"))
 
@@ -71,7 +78,7 @@ def method_params(params: dict[str, Any], name: str) -> dict[str, Any]:
         # A baseline trains from scratch (its image stage) and from its own image stage (video): MaGGIe's
         # warm start does not fit its network; its train.<stage> overlay may still name other weights.
         own = {"init": "" if stage == "image" else "image",
-               **((params.get("methods") or {}).get("baseline_train") or {}).get(stage, {})}
+               **section(params, "methods").get("baseline_train", {}).get(stage, {})}
         out["train"][stage] = {**section(out, f"train.{stage}"), **own, **(entry.get("train", {}).get(stage) or {}),
                                "out_dir": str(stage_dir(params, stage, name))}
     return out

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maggie.config.methods import init_sources
 from maggie.config.params import section
 from maggie.files import atomic_write, sha256_file, stable_hash
 from maggie.models.weights import WeightsError, read_state_dict, save_weights
@@ -81,15 +82,6 @@ def load_training_state(out_dir: Path, tag: str, model, optimizer, scheduler, sc
 def _weights_step(path: Path) -> int | None:
     _, info = read_state_dict(path)
     return info.get("step")
-
-
-def init_sources(params: dict[str, Any], stage: str) -> list[str]:
-    """``train.<stage>.init`` as a list of weights (``image``: the image stage's best), applied in order."""
-    from maggie.config.methods import best_weights
-
-    init = section(params, f"train.{stage}").get("init") or []
-    init = [init] if isinstance(init, str) else list(init)
-    return [str(best_weights(params, "image")) if s == "image" else str(s) for s in init]
 
 
 def verify_checksum(path: Path) -> None:

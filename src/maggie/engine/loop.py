@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from maggie.config.methods import NETWORK, best_weights, has_video_training, method_params
+from maggie.config.methods import NETWORK, best_weights, has_video_training, init_sources, method_params
 from maggie.config.params import ParamsError, load_params, section, stage_settings
 from maggie.engine import distributed as dist
 from maggie.engine.build import (
@@ -32,7 +32,6 @@ from maggie.engine.build import (
     train_mode,
 )
 from maggie.engine.checkpoints import (
-    init_sources,
     init_weights,
     load_training_state,
     run_fingerprint,

@@ -38,10 +38,10 @@ def warm_start_record(path: Path, params: dict[str, Any]) -> dict[str, Any] | No
     """The shipped warm start's own metrics, when this run's image stage started from it."""
     if not path.is_file():
         return None
+    from maggie.config.methods import init_sources
+
     record = json.loads(path.read_text())
-    init = params["train"]["image"]["init"]
-    init = [init] if isinstance(init, str) else list(init)
-    used = any(Path(s).name == record["image"]["file"] for s in init if s)
+    used = any(Path(s).name == record["image"]["file"] for s in init_sources(params, "image"))
     return record if used else None
 
 
