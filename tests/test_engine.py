@@ -172,3 +172,22 @@ def test_train_only_freezes_the_rest_and_its_batch_norm_statistics():
     assert not model.encoder.bn1.training and model.decoder.diff_module[1].training
     with pytest.raises(ParamsError, match="no parameter starts with 'nope.'"):
         select_trainable(model, ["nope."])
+
+
+def test_frozen_bn_stats_keeps_running_statistics_while_parameters_train():
+    from maggie.engine.build import select_trainable, train_mode
+    from maggie.models import MaGGIe, MaggieConfig
+
+    model = MaGGIe(MaggieConfig(arch="maggie_image", max_inst=2))
+    select_trainable(model, [])
+    train_mode(model, frozen_bn_stats=True)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not any(m.training for m in bns) and model.decoder.training
+    assert all(p.requires_grad for m in bns for p in m.parameters())
+    bn = model.encoder.bn1
+    before = bn.running_mean.clone()
+    bn(torch.randn(4, bn.num_features, 8, 8) + 3.0).mean().backward()
+    assert torch.equal(bn.running_mean, before)
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    train_mode(model)
+    assert all(m.training for m in bns)

@@ -153,6 +153,7 @@ class TrainSettings:
     out_dir: str
     device: str
     train_only: list[str]  # parameter-name prefixes to train ([]: all)
+    frozen_bn_stats: bool  # batch norms keep their running statistics while training
 
 
 def stage_settings(params: dict[str, Any], stage: str) -> tuple[ModelSettings, TrainSettings]:

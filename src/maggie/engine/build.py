@@ -104,14 +104,15 @@ def select_trainable(model: nn.Module, prefixes: list[str]) -> int:
     return count
 
 
-def train_mode(model: nn.Module) -> None:
-    """``model.train()``, except batch norms whose parameters are all frozen: their running statistics stay
-    those of the weights they came with."""
+def train_mode(model: nn.Module, frozen_bn_stats: bool = False) -> None:
+    """``model.train()``, except batch norms whose parameters are all frozen (or every batch norm, with
+    ``frozen_bn_stats``): their running statistics stay those of the weights they came with.  Fine-tuning on
+    a few clips per step would otherwise replace statistics gathered over many thousand images."""
     model.train()
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters())
-            if params and not any(p.requires_grad for p in params):
+            if frozen_bn_stats or (params and not any(p.requires_grad for p in params)):
                 m.eval()
 
 

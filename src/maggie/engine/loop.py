@@ -107,7 +107,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     log.info("stage %s: %d samples, steps %d..%d, batch %d on %d x %s, %.1fM parameters trained", stage,
              len(dataset), start, tset.max_iter, tset.batch_size, rt.world_size, rt.device, trainable / 1e6)
 
-    train_mode(model)
+    train_mode(model, tset.frozen_bn_stats)
     losses_log: list[float] = []
     bar = tqdm(total=tset.max_iter, initial=start, disable=not rt.is_main, desc=f"train {stage}", unit="step")
     t0 = time.time()
@@ -163,7 +163,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
                 if metrics["MAD"] < best:
                     best = metrics["MAD"]
                     save_weights(core, best_path, {"step": step, "val_MAD": best})
-            train_mode(model)
+            train_mode(model, tset.frozen_bn_stats)
         if rt.is_main and (step % tset.ckpt_iter == 0 or step == tset.max_iter):
             save_training_state(ckpt_dir, "last", core, optimizer, scheduler, scaler, step,
                                 {"best_mad": best, "fingerprint": fingerprint})

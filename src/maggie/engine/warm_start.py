@@ -1,10 +1,12 @@
 """Make the embedded default's warm start from a pretrain run: float16 weights, checksums, provenance, metrics.
 
     python -m maggie.preset pretrain
-    torchrun --standalone -m maggie.stages.train_image --params params.yaml   # hours on CPU
+    torchrun --standalone -m maggie.stages.train_image --params params.yaml   # phase 1: hours on CPU
+    python -m maggie.preset default && python -m maggie.preset pretrain2
+    torchrun --standalone -m maggie.stages.train_image --params params.yaml   # phase 2, from phase 1's last
     torchrun --standalone -m maggie.stages.train_video --params params.yaml
     python -m maggie.preset default
-    python -m maggie.engine.warm_start --image models/pretrain/image/ckpt/last.safetensors \\
+    python -m maggie.engine.warm_start --image models/pretrain/image2/ckpt/last.safetensors --after-steps 12000 \\
         --video models/pretrain/video/ckpt/last.safetensors --out pretrain
 
 writes ``pretrain/maggie_default_image.safetensors`` (the image network), ``maggie_default_temporal.safetensors``
@@ -81,32 +83,44 @@ def git_commit() -> str:
         return "unknown"
 
 
-def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str, trained_with: str | None) -> dict:
+COMMAND = ("python -m maggie.preset pretrain && torchrun --standalone -m maggie.stages.train_image --params params.yaml"
+           " && python -m maggie.preset default && python -m maggie.preset pretrain2 && torchrun --standalone -m "
+           "maggie.stages.train_image --params params.yaml && torchrun --standalone -m maggie.stages.train_video "
+           "--params params.yaml")
+
+
+def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str, trained_with: str | None,
+                    after_steps: int = 0) -> dict:
+    """``after_steps``: image steps of the run(s) the exported image run started from (phase 1 for phase 2)."""
     params = load_params(params_path)
     out.mkdir(parents=True, exist_ok=True)
+    # Both files and their checksums first: the measurements load them through the checked loader, which must
+    # not meet the checksums of a warm start being replaced.
     info = export_fp16(image, out / IMAGE_FILE)
+    vinfo = None if video is None else export_fp16(video, out / TEMPORAL_FILE,
+                                                   keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
+    files = [IMAGE_FILE] + ([] if video is None else [TEMPORAL_FILE])
+    sums = {name: sha256_file(out / name) for name in files}
+    write_text(out / "SHA256SUMS", "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    steps = info.get("step")
     record: dict[str, Any] = {
-        "command": "python -m maggie.preset pretrain && torchrun --standalone -m maggie.stages.train_image "
-                   "--params params.yaml && torchrun --standalone -m maggie.stages.train_video --params params.yaml",
+        "command": COMMAND,
         "made_by": f"python -m maggie.engine.warm_start (code {git_commit()})",
-        "trained_with": trained_with or "the pretrain preset over this commit's params.yaml",
+        "trained_with": trained_with or "the pretrain and pretrain2 presets over this commit's params.yaml",
         "seeds": {"data": params["data"]["seed"], "image": params["train"]["image"]["seed"],
                   "video": params["train"]["video"]["seed"]},
         "data": "the default's training pools only (I-HIM50K and V-HIM2K5 of data.bank's train pool); the test "
                 "sets were read only to measure these metrics, never for training or checkpoint selection",
         "data_settings_hash": stable_hash({"bank": params["data"]["bank"], "image_train": params["data"]["image_train"],
                                            "video_train": params["data"]["video_train"]}),
-        "image": {"file": IMAGE_FILE, "steps": info.get("step"), "source": str(image),
+        "image": {"file": IMAGE_FILE, "steps": after_steps + steps if steps is not None else None,
+                  "phases": [after_steps, steps] if after_steps else [steps], "source": str(image),
                   "metrics": image_metrics(out / IMAGE_FILE, params)},
     }
-    sums = [f"{sha256_file(out / IMAGE_FILE)}  {IMAGE_FILE}"]
-    if video is not None:
-        vinfo = export_fp16(video, out / TEMPORAL_FILE, keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
+    if vinfo is not None:
         record["video"] = {"file": TEMPORAL_FILE, "steps": vinfo.get("step"), "source": str(video),
                            "metrics": video_metrics(out / IMAGE_FILE, out / TEMPORAL_FILE, params)}
-        sums.append(f"{sha256_file(out / TEMPORAL_FILE)}  {TEMPORAL_FILE}")
-    record["sha256"] = {line.split()[1]: line.split()[0] for line in sums}
-    write_text(out / "SHA256SUMS", "\n".join(sums) + "\n")
+    record["sha256"] = sums
     write_json(out / "warm_start.json", record)
     return record
 
@@ -119,11 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="pretrain")
     ap.add_argument("--params", default="params.yaml", help="the default's params (the test sets measured)")
     ap.add_argument("--trained-with", default=None, help="a note on the code and settings of the pretrain run")
+    ap.add_argument("--after-steps", type=int, default=0,
+                    help="image steps of the run the exported image run started from (phase 1's, for phase 2)")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     try:
         make_warm_start(Path(args.image), Path(args.video) if args.video else None, Path(args.out), args.params,
-                        args.trained_with)
+                        args.trained_with, args.after_steps)
     except USER_ERRORS as exc:
         print(f"maggie.engine.warm_start: error: {exc}", file=sys.stderr)
         return 2
