@@ -31,7 +31,8 @@ def main() -> int:
     ap.add_argument("val_curve", help="the run's val_curve.csv")
     ap.add_argument("--phase2", help="the continuation's val_curve.csv (pretrain2 preset)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "learning_curve"))
-    ap.add_argument("--title", default="Image stage from scratch on the default data (pretrain preset, 2 CPU cores)")
+    ap.add_argument("--title", default="Image stage from scratch (pretrain preset), then on the default's data "
+                    "(pretrain2), 2 CPU cores")
     args = ap.parse_args()
     phases = [(1, args.val_curve)] + ([(2, args.phase2)] if args.phase2 else [])
     points: list[tuple[int, int, float, float]] = []  # (phase, step, MAD, mask_MAD)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from maggie.data.mask_sources import apply_mask_source
+from maggie.data.mask_sources import apply_mask_source, simulate_tracker
 
 Rng = np.random.Generator
 
@@ -187,13 +187,27 @@ def simulated_guidance(alphas: np.ndarray, rng: Rng) -> np.ndarray:
     return np.stack([apply_mask_source(frame, recipe, rng) for frame in alphas]).astype(np.uint8)
 
 
+def tracker_guidance(alphas: np.ndarray, rng: Rng) -> np.ndarray:
+    """Guidance ``[T, N, H, W]`` of a drifting mask tracker started on the first frame, the kind of masks a
+    video is matted with (and the video test sets' ``xmem`` masks are simulated as); its settings are drawn
+    per clip around the test sets' tracker."""
+    cfg = {"threshold": float(rng.uniform(0.3, 0.7)), "drift": float(rng.uniform(0.0, 0.004)),
+           "boundary_growth": float(rng.uniform(0.0, 0.003)), "loss_prob": float(rng.uniform(0.0, 0.05)),
+           "loss_frames": [1, 3]}
+    return simulate_tracker(alphas, cfg, rng)
+
+
 def guidance_masks(alphas: np.ndarray, cfg, rng: Rng, video: bool) -> np.ndarray:
     """Binary guidance per (frame, instance) made from the true alpha.
 
-    With probability ``cfg.simulated_guidance_p`` the errors of a simulated instance segmenter
-    (``simulated_guidance``), else the reference's noise: a random threshold, random
-    dilation/erosion, a 1/8 down-up, and rectangles cut or swapped between masks.
+    Video clips take a tracker's masks with probability ``cfg.tracker_guidance_p`` (``tracker_guidance``).
+    Otherwise, with probability ``cfg.simulated_guidance_p``, the errors of a simulated instance segmenter
+    (``simulated_guidance``), else the reference's noise: a random threshold, random dilation/erosion, a
+    1/8 down-up, and rectangles cut or swapped between masks.
     """
+    tracker_p = getattr(cfg, "tracker_guidance_p", 0.0)
+    if video and tracker_p > 0 and rng.random() < tracker_p:  # no draw at 0: the other streams stay as they were
+        return tracker_guidance(alphas, rng)
     if rng.random() < cfg.simulated_guidance_p:
         masks = simulated_guidance(alphas, rng)
         return mask_dropout(masks, rng) if video else masks

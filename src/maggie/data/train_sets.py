@@ -44,6 +44,7 @@ class TrainDataConfig:
     on_bad_sample: str  # skip | error
     quantise_masks: bool = False  # images (the reference: true); videos never are
     motion_p: float = 0.0  # video only
+    tracker_guidance_p: float = 0.0  # video only: share of clips guided by a simulated tracker's masks
     clip_length: int = 1  # video only
     max_step_size: int = 1  # video only
     min_instance_pixels: float = 0.001  # fraction of the crop an instance must cover to be kept
