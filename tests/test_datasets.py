@@ -130,18 +130,20 @@ def test_video_guidance_dropout_cuts_rectangles():
 def test_tracker_guidance_follows_the_people_and_is_off_at_zero():
     from types import SimpleNamespace
 
-    from maggie.data.augment import guidance_masks
+    from maggie.data.augment import guidance_masks, mask_dropout, simulated_guidance
     from maggie.data.mask_sources import mask_iou
 
     alphas = np.stack([np.stack([figure_alpha(i, shift=2 * t) / 255.0 for i in range(3)]) for t in range(3)])
-    base = dict(simulated_guidance_p=1.0, binarized_kernel=8, downscale_mask_p=0.5)
-    tracked = guidance_masks(alphas, SimpleNamespace(**base, tracker_guidance_p=1.0), np.random.default_rng(0), True)
+    base = dict(simulated_guidance_p=1.0, binarized_kernel=8, downscale_mask_p=0.5, tracker_guidance_p=0.0)
+    tracking = SimpleNamespace(**{**base, "tracker_guidance_p": 1.0})
+    tracked = guidance_masks(alphas, tracking, np.random.default_rng(0), True)
     assert tracked.shape == alphas.shape and set(np.unique(tracked)) <= {0, 1}
     ious = [mask_iou(tracked[t, i], alphas[t, i] > 0.5) for t in range(3) for i in range(3)]
     assert min(ious[:3]) > 0.85 and np.mean(ious) > 0.6, "started on the true masks (its own threshold), then drifting"
     # At 0 the tracker draws nothing: the guidance is exactly what it was without the option.
-    plain = guidance_masks(alphas, SimpleNamespace(**base), np.random.default_rng(1), True)
-    zero = guidance_masks(alphas, SimpleNamespace(**base, tracker_guidance_p=0.0), np.random.default_rng(1), True)
-    assert np.array_equal(plain, zero)
-    images = guidance_masks(alphas, SimpleNamespace(**base, tracker_guidance_p=1.0), np.random.default_rng(1), False)
+    zero = guidance_masks(alphas, SimpleNamespace(**base), np.random.default_rng(1), True)
+    rng = np.random.default_rng(1)
+    rng.random()  # the draw between the simulated segmenter and the reference's noise
+    assert np.array_equal(zero, mask_dropout(simulated_guidance(alphas, rng), rng))
+    images = guidance_masks(alphas, tracking, np.random.default_rng(1), False)
     assert np.array_equal(images, guidance_masks(alphas, SimpleNamespace(**base), np.random.default_rng(1), False))

@@ -108,6 +108,30 @@ def test_objective_combines_terms_with_their_weights():
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
 
 
+
+def test_excess_sum_is_zero_on_composited_people_and_counts_double_claims():
+    """People composited front over back add up to at most 1; two mattes claiming a pixel fully cost 1 there."""
+    from maggie.models.ops.loss_terms import excess_sum_loss
+
+    torch.manual_seed(0)
+    front, back = torch.rand(2, 8, 8), torch.rand(2, 8, 8)
+    visible = torch.stack([front, back * (1 - front)], 1)  # [M=2, N=2, H, W], what the synthesis writes
+    assert excess_sum_loss(visible).item() == 0.0
+    claimed = torch.zeros(1, 3, 4, 4)
+    claimed[0, 0] = 1.0
+    claimed[0, 1, :2] = 1.0  # a second person on the top half, a third nowhere
+    assert excess_sum_loss(claimed).item() == pytest.approx(0.5)
+    gt = visible[None]  # [B=1, T=2, N=2, H, W]
+    out = {"alpha_os8": claimed.new_ones(1, 2, 2, 8, 8), "alpha_os4": gt, "alpha_os1": gt,
+           "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
+    weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
+                          loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=2.0,
+                          loss_os8_bce_w=0.0)
+    terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
+    # OS1 and OS4 are the truth (no excess); OS8 says both people are everywhere: excess 1 at every pixel.
+    assert terms["loss_sum_one"].item() == pytest.approx(1.0)
+    assert terms["total"].item() == pytest.approx((terms["loss_rec"] + 2.0 * terms["loss_sum_one"]).item())
+
 def test_warmup_uses_true_alpha_to_guide_the_detail_branch():
     """Before warmup_detail_iter the detail region D comes from the true alpha, after it from OS8."""
     torch.manual_seed(0)

@@ -1,5 +1,6 @@
-"""``maggie`` command line: ``maggie predict`` (images, image folders, videos) and ``maggie export``.
+"""``maggie`` command line: ``maggie predict`` (images, image folders, videos), ``maggie masks`` and ``maggie export``.
 
+    maggie masks clip.mp4 --first clip_first_masks/ --weights models/image/best.safetensors --out clip_masks/
     maggie predict photo.jpg --masks photo_masks/ --out results/
     maggie predict clip.mp4 --masks clip_masks/ --out results/ --outputs alpha,composite,alpha_video
     maggie export --onnx maggie.onnx --weights models/image/best.safetensors
@@ -113,6 +114,30 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def check_out(out_arg: str, inputs: dict[str, Path], overwrite: bool) -> None:
+    """Refuse an --out that holds an input, is a file, or (without --overwrite) is a non-empty folder."""
+    out = Path(out_arg).resolve()
+    for what, given in inputs.items():
+        if inside(given, out):
+            raise InputError(f"{out_arg}: holds {what} ({given}); replacing it would delete it, use another --out")
+    if out.is_file():
+        raise InputError(f"{out_arg}: is a file; --out names a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out_arg}: exists and is not empty; pass --overwrite to replace it")
+
+
+def cmd_masks(args: argparse.Namespace) -> int:
+    from maggie.inference.mask_command import write_tracked_masks
+
+    for given in (args.input, args.first, args.keys):
+        if given is not None and not Path(given).exists():
+            raise InputError(f"{given}: no such file or folder")
+    check_out(args.out, {"the input": Path(args.input), "the first-frame masks": Path(args.first)}, args.overwrite)
+    n, people = write_tracked_masks(args)
+    print(f"maggie: wrote the masks of {people} people for {n} frames to {Path(args.out).resolve()}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     inp = Path(args.input)
@@ -124,13 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"{inp}: no such file or folder")
     if not Path(args.masks).exists():
         raise InputError(f"{args.masks}: no such mask file or folder")
-    for given, what in ((inp, "the input"), (Path(args.masks), "the masks")):
-        if inside(given, out):
-            raise InputError(f"{args.out}: holds {what} ({given}); replacing it would delete it, use another --out")
-    if out.is_file():
-        raise InputError(f"{args.out}: is a file; --out names a folder")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"{args.out}: exists and is not empty; pass --overwrite to replace it")
+    check_out(args.out, {"the input": inp, "the masks": Path(args.masks)}, args.overwrite)
     kinds = parse_kinds(args.outputs)
     as_video = is_video(inp) or (args.video and inp.is_dir())
     if "alpha_video" in kinds and not as_video:
@@ -178,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse larger inputs (and inputs that would be larger at --short-size); default 40M")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)
+    m = sub.add_parser("masks", help="guidance masks for a whole video from first-frame (or key-frame) masks")
+    m.add_argument("input", help="video file or folder of frames")
+    m.add_argument("--first", required=True, help="the first frame's masks: a folder of NN.png or an ID map")
+    m.add_argument("--keys", default=None, help="folder of later key frames' masks (<frame>/NN.png or <frame>.png, "
+                                                "<frame> the frame's file stem or its 5-digit index)")
+    m.add_argument("--out", required=True, help="output folder: <frame>/NN.png per frame, what predict --masks reads")
+    m.add_argument("--weights", default=None, help="image network whose mattes re-anchor the tracker every frame "
+                                                   "(recommended: flow alone drifts)")
+    m.add_argument("--models-dir", default="models")
+    m.add_argument("--short-size", type=int, default=576, help="the network's inference short side (with --weights)")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--preset", default="medium", choices=["ultrafast", "fast", "medium"], help="DIS optical flow")
+    m.add_argument("--flow-side", type=int, default=512, help="the flow's longer side in px")
+    m.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=cmd_masks)
+
     e = sub.add_parser("export", help="export the image network (dense refinement) to ONNX")
     e.add_argument("--onnx", required=True, help="output .onnx file")
     e.add_argument("--weights", default=None, help="as for predict (image weights)")

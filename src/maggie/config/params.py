@@ -115,7 +115,7 @@ class LossWeights:
     loss_reweight_os8: bool
     loss_dtSSD_w: float
     loss_temp_w: float
-    loss_sum_one_w: float  # InstMatt: its tri-mattes T + R + B should add up to 1
+    loss_sum_one_w: float  # InstMatt: its tri-mattes T + R + B add up to 1; MaGGIe: its mattes add up to <= 1
     loss_os8_bce_w: float  # not in the reference: BCE on the OS8 logits (training from scratch)
 
 

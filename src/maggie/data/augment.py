@@ -205,8 +205,8 @@ def guidance_masks(alphas: np.ndarray, cfg, rng: Rng, video: bool) -> np.ndarray
     (``simulated_guidance``), else the reference's noise: a random threshold, random dilation/erosion, a
     1/8 down-up, and rectangles cut or swapped between masks.
     """
-    tracker_p = getattr(cfg, "tracker_guidance_p", 0.0)
-    if video and tracker_p > 0 and rng.random() < tracker_p:  # no draw at 0: the other streams stay as they were
+    # No draw at 0: the other streams stay as they were.
+    if video and cfg.tracker_guidance_p > 0 and rng.random() < cfg.tracker_guidance_p:
         return tracker_guidance(alphas, rng)
     if rng.random() < cfg.simulated_guidance_p:
         masks = simulated_guidance(alphas, rng)

@@ -60,20 +60,13 @@ def image_metrics(weights: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 def video_metrics(image: Path, temporal: Path, params: dict[str, Any]) -> dict[str, Any]:
     from maggie.engine.checkpoints import init_weights
-    from maggie.evaluation.benchmarks import evaluate_videos
+    from maggie.evaluation.benchmarks import video_against_mask
     from maggie.models import build_model
 
     model = build_model("maggie_video")
     init_weights(model, str(image))
     init_weights(model, str(temporal))
-    model.eval()
-    out = {}
-    for split in params["test"]["video"]["splits"]:
-        r = evaluate_videos(model, params, split, names=("MAD", "dtSSD"), validation=True)
-        out[split] = {"MAD": r["maggie"]["MAD"], "mask_MAD": r["mask_as_alpha"]["MAD"], "dtSSD": r["maggie"]["dtSSD"],
-                      "ratio": r["maggie"]["MAD"] / r["mask_as_alpha"]["MAD"]}
-        log.info("warm start, %s: MAD %.0f vs mask %.0f", split, out[split]["MAD"], out[split]["mask_MAD"])
-    return out
+    return video_against_mask(model.eval(), params)
 
 
 def git_commit() -> str:
@@ -99,8 +92,7 @@ def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str
     info = export_fp16(image, out / IMAGE_FILE)
     vinfo = None if video is None else export_fp16(video, out / TEMPORAL_FILE,
                                                    keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
-    files = [IMAGE_FILE] + ([] if video is None else [TEMPORAL_FILE])
-    sums = {name: sha256_file(out / name) for name in files}
+    sums = {name: sha256_file(out / name) for name in [IMAGE_FILE] + ([] if video is None else [TEMPORAL_FILE])}
     write_text(out / "SHA256SUMS", "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     steps = info.get("step")
     record: dict[str, Any] = {

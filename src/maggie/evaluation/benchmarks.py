@@ -106,6 +106,18 @@ def against_mask(model, params: dict[str, Any], device: torch.device | None = No
     return out
 
 
+def video_against_mask(model, params: dict[str, Any]) -> dict[str, Any]:
+    """Per video split: the network's MAD and dtSSD, the tracker mask's MAD and their ratio (the video
+    headline figures).  An image network is run frame by frame, a video network on sliding clips."""
+    out: dict[str, Any] = {}
+    for split in section(params, "test.video")["splits"]:
+        r = evaluate_videos(model, params, split, names=("MAD", "dtSSD"), validation=True)
+        out[split] = {"MAD": r["maggie"]["MAD"], "mask_MAD": r["mask_as_alpha"]["MAD"], "dtSSD": r["maggie"]["dtSSD"],
+                      "ratio": r["maggie"]["MAD"] / r["mask_as_alpha"]["MAD"]}
+        log.info("%s: MAD %.0f vs mask %.0f, dtSSD %.3f", split, out[split]["MAD"], out[split]["mask_MAD"],
+                 out[split]["dtSSD"])
+    return out
+
 def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> None:
     """Spatial metrics on every frame; temporal ones once per consecutive frame pair, as the
     reference's test loop scores each newly final pair (it batches the last three pairs together)."""

@@ -1,7 +1,8 @@
 """The training objective: the reference's loss terms combined with its weights.
 
-L = w_alpha * L_rec + w_lap * L_lap + w_grad * L_grad + w_dt * L_dtSSD + w_att * L_att [+ w_temp * L_temp],
-each of L_rec, L_lap, L_grad, L_dtSSD summed over the three strides with weights 2:1:1
+L = w_alpha * L_rec + w_lap * L_lap + w_grad * L_grad + w_dt * L_dtSSD + w_att * L_att [+ w_temp * L_temp]
+[+ w_sum_one * L_sum_one, not in the reference: the instances' mattes add up to at most 1];
+each of L_rec, L_lap, L_grad, L_dtSSD, L_sum_one summed over the three strides with weights 2:1:1
 (OS1:OS4:OS8).  OS8 is weighted over the whole image (x2 where the true or predicted
 alpha is uncertain); OS4/OS1 inside their refinement bands (75% of the time) or the
 whole detail region D (25%), as the reference draws it.
@@ -15,6 +16,7 @@ import torch
 
 from maggie.models.ops.loss_terms import (
     dtssd_loss,
+    excess_sum_loss,
     gradient_loss,
     laplacian_loss,
     os8_bce,
@@ -63,6 +65,10 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
         bce = os8_bce(out["logits_os8"].flatten(0, 1), gt.reshape(b * t, n, h, w_), valid.reshape(b * t, n, 1, 1))
         terms["loss_os8_bce"] = bce
         total = total + w.loss_os8_bce_w * bce
+    if w.loss_sum_one_w > 0:
+        one = 2 * excess_sum_loss(p1) + excess_sum_loss(p4) + excess_sum_loss(p8)
+        terms["loss_sum_one"] = one
+        total = total + w.loss_sum_one_w * one
     if w.loss_dtSSD_w > 0 and t > 1:
         dt = 2 * dtssd_loss(a1, gt, w1) + dtssd_loss(a4, gt, w4) + dtssd_loss(a8, gt, w8)
         terms["loss_dtSSD"] = dt

@@ -38,6 +38,15 @@ def os8_bce(logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torc
     return (bce * valid).sum() / (valid.sum() * logits.shape[-2] * logits.shape[-1]).clamp_min(1)
 
 
+def excess_sum_loss(pred: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of max(0, sum_i alpha_i - 1): people cannot cover a pixel more than fully.
+
+    Not in MaGGIe's reference (InstMatt's sum-to-one term is its analogue): the true mattes of
+    composited people add up to at most 1 everywhere, so the term is zero on the truth and only
+    acts where two instances claim the same pixel, which L1 on each matte alone leaves to chance.
+    """
+    return torch.relu(pred.sum(1) - 1).mean()
+
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 _GAUSS = (_BINOMIAL[:, None] * _BINOMIAL[None, :]) / 256.0
 
