@@ -88,7 +88,8 @@ def test_masks_command_writes_what_predict_reads(tmp_path):
             for i, m in enumerate(masks):
                 write_png(first / f"{i:02d}.png", m * 255)
     out = tmp_path / "tracked"
-    assert main(["masks", str(frames_dir), "--first", str(first), "--out", str(out), "--flow-side", "128"]) == 0
+    args = ["masks", str(frames_dir), "--video", "--first", str(first), "--out", str(out), "--flow-side", "128"]
+    assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"f{t:03d}" for t in range(5)]
     sources = frame_mask_sources(out, 5, [f"f{t:03d}" for t in range(5)])
     names = union_names(sources)
@@ -98,9 +99,9 @@ def test_masks_command_writes_what_predict_reads(tmp_path):
     assert all(np.array_equal(src.read(names, (96, 128)), e) for src, e in zip(sources, expected, strict=True))
     assert mask_iou(expected[-1][0], truth[-1][0]) > 0.7
     # Not over an existing result without --overwrite; a bad key-frame name is one clear error.
-    assert main(["masks", str(frames_dir), "--first", str(first), "--out", str(out)]) == 2
+    assert main(["masks", str(frames_dir), "--video", "--first", str(first), "--out", str(out)]) == 2
     keys = tmp_path / "keys"
     (keys / "nope").mkdir(parents=True)
-    assert main(["masks", str(frames_dir), "--first", str(first), "--keys", str(keys), "--out",
+    assert main(["masks", str(frames_dir), "--video", "--first", str(first), "--keys", str(keys), "--out",
                  str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2").exists()

@@ -127,15 +127,32 @@ def check_out(out_arg: str, inputs: dict[str, Path], overwrite: bool) -> None:
 
 
 def cmd_masks(args: argparse.Namespace) -> int:
-    from maggie.inference.mask_command import write_tracked_masks
+    from maggie.inference.mask_command import write_masks
 
-    for given in (args.input, args.first, args.keys):
+    for given in (args.input, args.first, args.keys, args.segmenter):
         if given is not None and not Path(given).exists():
             raise InputError(f"{given}: no such file or folder")
-    check_out(args.out, {"the input": Path(args.input), "the first-frame masks": Path(args.first)}, args.overwrite)
-    n, people = write_tracked_masks(args)
-    print(f"maggie: wrote the masks of {people} people for {n} frames to {Path(args.out).resolve()}")
+    inputs = {"the input": Path(args.input)}
+    if args.first:
+        inputs["the first-frame masks"] = Path(args.first)
+    check_out(args.out, inputs, args.overwrite)
+    n, people, what = write_masks(args)
+    print(f"maggie: wrote the masks of up to {people} people for {n} {what} to {Path(args.out).resolve()}")
     return 0
+
+
+def newest_weights(models_dir: str) -> Path:
+    from maggie.inference.predictor import newest_trained_weights
+
+    return newest_trained_weights(models_dir)
+
+
+def _masks_args(args: argparse.Namespace, as_video: bool) -> argparse.Namespace:
+    """``maggie masks`` settings for ``predict --masks auto``: the tracker re-anchored by predict's network."""
+    return argparse.Namespace(input=args.input, first=args.first, keys=None, segmenter=args.segmenter,
+                              score=args.score, min_area=args.min_area, weights=args.weights if as_video else None,
+                              models_dir=args.models_dir, short_size=args.short_size, device=args.device,
+                              preset="medium", flow_side=512, max_pixels=args.max_pixels, video=as_video)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -147,9 +164,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--max-pixels {args.max_pixels}: must be positive")
     if not inp.exists():
         raise InputError(f"{inp}: no such file or folder")
-    if not Path(args.masks).exists():
+    auto = args.masks == "auto"
+    if auto and not args.segmenter and not args.first:
+        raise InputError("--masks auto: pass --segmenter model.onnx (images, or a video's first frame) or, "
+                         "for a video, --first with its first frame's masks")
+    if not auto and not Path(args.masks).exists():
         raise InputError(f"{args.masks}: no such mask file or folder")
-    check_out(args.out, {"the input": inp, "the masks": Path(args.masks)}, args.overwrite)
+    check_out(args.out, {"the input": inp} if auto else {"the input": inp, "the masks": Path(args.masks)},
+              args.overwrite)
     kinds = parse_kinds(args.outputs)
     as_video = is_video(inp) or (args.video and inp.is_dir())
     if "alpha_video" in kinds and not as_video:
@@ -159,6 +181,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     stage = partial_path(out)
     stage.mkdir()
     try:
+        if auto:  # the guidance made here is kept beside the mattes, in <out>/masks
+            from maggie.inference.mask_command import write_masks
+
+            args.weights = args.weights or str(newest_weights(args.models_dir))
+            write_masks(_masks_args(args, as_video), stage / "masks")
+            args.masks = str(stage / "masks")
         n = predict_video(args, stage, kinds) if as_video else predict_images(args, stage, kinds)
         replace_dir(stage, out)
     finally:
@@ -181,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="mattes for an image, a folder of images or a video")
     p.add_argument("input", help="image file, folder of images, or video file (mp4/mov/avi ...)")
     p.add_argument("--masks", required=True, help="per-instance PNG folders (<image>/00.png ...) or ID maps "
-                                                  "(<image>.png, 0 = background, k = person k)")
+                                                  "(<image>.png, 0 = background, k = person k); 'auto': made "
+                                                  "by --segmenter (and, for a video, tracked; see maggie masks)")
+    p.add_argument("--segmenter", default=None, help="with --masks auto: a YOLO segmentation ONNX export")
+    p.add_argument("--first", default=None, help="with --masks auto, for a video: its first frame's masks")
+    p.add_argument("--score", type=float, default=0.4, help="segmenter: smallest person score kept")
+    p.add_argument("--min-area", type=float, default=0.002, help="segmenter: smallest mask kept (image fraction)")
     p.add_argument("--out", required=True, help="output folder (replaced only with --overwrite)")
     p.add_argument("--weights", default=None, help="checkpoint file, official safetensors or hub id "
                                                    "(default: newest trained under --models-dir)")
@@ -197,14 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse larger inputs (and inputs that would be larger at --short-size); default 40M")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)
-    m = sub.add_parser("masks", help="guidance masks for a whole video from first-frame (or key-frame) masks")
-    m.add_argument("input", help="video file or folder of frames")
-    m.add_argument("--first", required=True, help="the first frame's masks: a folder of NN.png or an ID map")
-    m.add_argument("--keys", default=None, help="folder of later key frames' masks (<frame>/NN.png or <frame>.png, "
-                                                "<frame> the frame's file stem or its 5-digit index)")
-    m.add_argument("--out", required=True, help="output folder: <frame>/NN.png per frame, what predict --masks reads")
-    m.add_argument("--weights", default=None, help="image network whose mattes re-anchor the tracker every frame "
-                                                   "(recommended: flow alone drifts)")
+    m = sub.add_parser("masks", help="guidance masks: people segmented in images, or tracked through a video")
+    m.add_argument("input", help="image, folder of images, or video file (a folder of frames with --video)")
+    m.add_argument("--out", required=True, help="output folder: <image or frame>/NN.png, what predict --masks reads")
+    m.add_argument("--segmenter", default=None, help="YOLO segmentation ONNX export (Ultralytics' layout): the "
+                                                     "people of images, or of a video's first frame")
+    m.add_argument("--score", type=float, default=0.4, help="segmenter: smallest person score kept")
+    m.add_argument("--min-area", type=float, default=0.002, help="segmenter: smallest mask kept (image fraction)")
+    m.add_argument("--first", default=None, help="video: the first frame's masks (a folder of NN.png or an ID map)")
+    m.add_argument("--keys", default=None, help="video: folder of later key frames' masks (<frame>/NN.png or "
+                                                "<frame>.png, <frame> the frame's file stem or its 5-digit index)")
+    m.add_argument("--video", action="store_true", help="treat a folder of images as the frames of one video")
+    m.add_argument("--weights", default=None, help="video: image network whose mattes re-anchor the tracker on "
+                                                   "every frame (recommended: flow alone drifts)")
     m.add_argument("--models-dir", default="models")
     m.add_argument("--short-size", type=int, default=576, help="the network's inference short side (with --weights)")
     m.add_argument("--device", default="auto")
