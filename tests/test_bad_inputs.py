@@ -226,12 +226,14 @@ def test_interrupt_and_kill_leave_no_staging(photo, weights, capsys, monkeypatch
     assert not list(photo.glob(".*partial")) and (photo / "res" / "alpha" / "photo" / "00.png").is_file()
 
 
-def test_a_video_that_cannot_be_written_is_not_reported_as_written(tmp_path, weights, capsys, monkeypatch):
+@pytest.mark.parametrize("writer", ["opencv", "pyav"])
+def test_a_video_that_cannot_be_written_is_not_reported_as_written(tmp_path, weights, capsys, monkeypatch, writer):
     frames = [rgb_image(t) for t in range(4)]
     write_video(tmp_path / "clip.mp4", frames)
     for t in range(4):
         write_png(tmp_path / "masks" / f"{t:05d}.png", id_map(people(2, t)))
     import maggie.inference.outputs as outputs
+    import maggie.inference.video_io as video_io
 
     class FullDisk:  # what OpenCV's writer does on a full disk: accepts every frame, writes nothing
         def __init__(self, path, *args):
@@ -246,7 +248,12 @@ def test_a_video_that_cannot_be_written_is_not_reported_as_written(tmp_path, wei
         def release(self):
             pass
 
-    monkeypatch.setattr(outputs.cv2, "VideoWriter", FullDisk)
+    if writer == "opencv":  # the fallback without PyAV
+        monkeypatch.setattr(outputs, "have_pyav", lambda: False)
+        monkeypatch.setattr(outputs.cv2, "VideoWriter", FullDisk)
+    else:
+        pytest.importorskip("av")
+        monkeypatch.setattr(video_io, "count_frames", lambda path: 0)  # the file read back holds nothing
     out = tmp_path / "res"
     err = refused(capsys, [str(tmp_path / "clip.mp4"), "--masks", str(tmp_path / "masks"), "--out", str(out),
                            "--weights", str(weights / "video.safetensors"), "--outputs", "alpha,composite"],

@@ -35,7 +35,7 @@ from maggie.inference.inputs import (
     read_image,
     union_names,
 )
-from maggie.inference.outputs import DEFAULT_KINDS, KINDS, OutputWriter, parse_background, parse_kinds
+from maggie.inference.outputs import DEFAULT_KINDS, KINDS, VIDEO_KINDS, OutputWriter, parse_background, parse_kinds
 from maggie.models import WeightsError
 
 log = logging.getLogger("maggie")
@@ -90,7 +90,8 @@ def predict_video(args, stage: Path, kinds) -> int:
     if "composite" in kinds:
         parse_background(args.background, video.shape)  # a bad --background fails before any work
     predictor = _predictor(args)
-    writer = OutputWriter(stage, kinds, args.background, fps=video.fps)
+    writer = OutputWriter(stage, kinds, args.background, fps=video.fps,
+                          audio_from=Path(args.input) if is_video(Path(args.input)) else None)
 
     def stream():
         for i, frame in enumerate(chunked(video.frames(), args.chunk)):
@@ -174,8 +175,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
               args.overwrite)
     kinds = parse_kinds(args.outputs)
     as_video = is_video(inp) or (args.video and inp.is_dir())
-    if "alpha_video" in kinds and not as_video:
-        raise InputError(f"{inp}: alpha_video output needs a video input")
+    for kind in VIDEO_KINDS:
+        if kind in kinds and not as_video:
+            raise InputError(f"{inp}: {kind} output needs a video input")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out.parent)  # what a killed run (SIGKILL) left behind
     stage = partial_path(out)

@@ -122,8 +122,10 @@ class VideoInput:
                     raise InputError(f"{f}: frame size differs from the first frame's")
                 yield img
             return
+        from maggie.inference.video_io import AvFrameReader, have_pyav
+
         n = 0
-        for frame in self._decode():
+        for frame in (AvFrameReader(self.path) if have_pyav() else self._decode()):
             n += 1
             yield frame
         if n != self.count:

@@ -5,6 +5,12 @@ rgba         rgba/<image>/<NN>.png           per-instance cut-outs (RGB + matte 
 overlay      overlay/<image>.png             instances tinted by their mattes (video: overlay.mp4)
 composite    composite/<image>.png           all people over --background (video: composite.mp4)
 alpha_video  alpha_videos/<NN>.mp4           video only: one grey matte video per instance
+rgba_video   rgba_videos/<NN>.mov            video only: per-person cut-outs with a real alpha channel
+                                             (ProRes 4444; needs PyAV)
+
+With PyAV installed (``pip install -e ".[video]"``) videos are H.264 (yuv420p), the composite and the
+overlay carry the source's audio, and encoding runs on threads (``maggie.inference.video_io``); without
+it OpenCV writes mp4v without audio, and ``rgba_video`` is refused.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import numpy as np
 from maggie.drawing import overlay
 from maggie.files import to_uint8
 from maggie.inference.inputs import InputError
+from maggie.inference.video_io import AvVideoSink, have_pyav
 
-KINDS = ("alpha", "rgba", "overlay", "composite", "alpha_video")
+KINDS = ("alpha", "rgba", "overlay", "composite", "alpha_video", "rgba_video")
+VIDEO_KINDS = ("alpha_video", "rgba_video")
 DEFAULT_KINDS = ("alpha", "overlay")
 
 
@@ -97,10 +105,16 @@ class VideoSink:
 class OutputWriter:
     """Writes the chosen outputs of each image or frame under ``root`` (a staging folder)."""
 
-    def __init__(self, root: Path, kinds: tuple[str, ...], background: str = "#00ff00", fps: float = 25.0):
+    def __init__(self, root: Path, kinds: tuple[str, ...], background: str = "#00ff00", fps: float = 25.0,
+                 audio_from: Path | None = None):
+        """``audio_from``: the source video, whose audio the composite and overlay videos carry (PyAV only)."""
         self.root, self.kinds, self.background_spec, self.fps = root, kinds, background, fps
         self.background: np.ndarray | None = None
-        self.sinks: dict[str, VideoSink] = {}
+        self.sinks: dict[str, VideoSink | AvVideoSink] = {}
+        self.pyav = have_pyav()
+        self.audio_from = audio_from
+        if "rgba_video" in kinds and not self.pyav:
+            raise InputError("--outputs rgba_video needs PyAV (pip install av): OpenCV writes no alpha channel")
 
     def _bg(self, shape: tuple[int, int]) -> np.ndarray:
         if self.background is None or self.background.shape[:2] != shape:
@@ -131,15 +145,21 @@ class OutputWriter:
         mattes = self._instance_pngs(stem, rgb, alphas, names)
         if "alpha_video" in self.kinds:
             for name, a8 in zip(names, mattes, strict=True):
-                self._sink(f"alpha_videos/{name}.mp4", shape, colour=False).write(a8)
+                self._sink(f"alpha_videos/{name}.mp4", shape, "h264_gray").write(a8)
+        if "rgba_video" in self.kinds:
+            for name, a8 in zip(names, mattes, strict=True):
+                self._sink(f"rgba_videos/{name}.mov", shape, "prores4444").write(np.dstack([rgb, a8]))
         if "overlay" in self.kinds:
-            self._sink("overlay.mp4", shape).write(overlay(rgb, alphas))
+            self._sink("overlay.mp4", shape, "h264", audio=True).write(overlay(rgb, alphas))
         if "composite" in self.kinds:
-            self._sink("composite.mp4", shape).write(composite(rgb, alphas, self._bg(shape)))
+            self._sink("composite.mp4", shape, "h264", audio=True).write(composite(rgb, alphas, self._bg(shape)))
 
-    def _sink(self, rel: str, shape: tuple[int, int], colour: bool = True) -> VideoSink:
+    def _sink(self, rel: str, shape: tuple[int, int], codec: str, audio: bool = False) -> VideoSink | AvVideoSink:
         if rel not in self.sinks:
-            self.sinks[rel] = VideoSink(self.root / rel, self.fps, shape, colour)
+            if self.pyav:
+                self.sinks[rel] = AvVideoSink(self.root / rel, self.fps, codec, self.audio_from if audio else None)
+            else:
+                self.sinks[rel] = VideoSink(self.root / rel, self.fps, shape, colour=codec != "h264_gray")
         return self.sinks[rel]
 
     def close(self) -> None:
