@@ -157,6 +157,24 @@ def test_warm_start_is_float16_checked_and_loaded_in_order(tmp_path):
         init_weights(fresh, str(warm / TEMPORAL_FILE))
 
 
+def test_the_image_part_of_a_video_network_exports_as_an_image_network(tmp_path):
+    """Phase 3 of the warm start trains the whole video network: its image file is that network less the
+    temporal modules, loadable as an image network."""
+    from maggie.engine.warm_start import IMAGE_FILE, export_fp16
+    from maggie.models import MaGGIe, MaggieConfig, load_model, save_weights
+    from maggie.models.registry import VIDEO_ONLY_PREFIXES
+
+    torch.manual_seed(0)
+    video = MaGGIe(MaggieConfig(arch="maggie_video"))
+    save_weights(video, tmp_path / "video.safetensors")
+    info = export_fp16(tmp_path / "video.safetensors", tmp_path / IMAGE_FILE,
+                       keep=lambda k: not k.startswith(VIDEO_ONLY_PREFIXES), arch="maggie_image")
+    assert info["arch"] == "maggie_video"  # what the source was
+    image = load_model(tmp_path / IMAGE_FILE)
+    assert image.cfg.arch == "maggie_image" and not image.is_video
+    key = "decoder.layer1.0.conv1.module.weight_bar"
+    assert torch.allclose(image.state_dict()[key], video.state_dict()[key], atol=1e-3)
+
 def test_train_only_freezes_the_rest_and_its_batch_norm_statistics():
     from maggie.engine.build import select_trainable, train_mode
     from maggie.errors import ParamsError

@@ -41,13 +41,19 @@ IMAGE_FILE = "maggie_default_image.safetensors"
 TEMPORAL_FILE = "maggie_default_temporal.safetensors"
 
 
-def export_fp16(source: Path, dest: Path, keep=lambda key: True) -> dict[str, Any]:
-    """The tensors of ``source`` that ``keep`` selects, float tensors in float16, with the source's metadata."""
+def export_fp16(source: Path, dest: Path, keep=lambda key: True, arch: str | None = None) -> dict[str, Any]:
+    """The tensors of ``source`` that ``keep`` selects, float tensors in float16, with the source's metadata
+    (its architecture replaced by ``arch`` if given: the image part of a video network is an image network)."""
     import json
 
     sd, info = read_state_dict(source)
     out = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items() if keep(k)}
-    meta = {"maggie": json.dumps({**info, "exported_from": str(source), "dtype": "float16"})}
+    meta_info = dict(info)
+    if arch is not None and "arch" in info:
+        meta_info["arch"] = arch
+        if isinstance(info.get("config"), dict):
+            meta_info["config"] = {**info["config"], "arch": arch}
+    meta = {"maggie": json.dumps({**meta_info, "exported_from": str(source), "dtype": "float16"})}
     atomic_write(dest, lambda tmp: save_file(out, str(tmp), metadata=meta))
     return info
 
@@ -89,7 +95,10 @@ def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str
     out.mkdir(parents=True, exist_ok=True)
     # Both files and their checksums first: the measurements load them through the checked loader, which must
     # not meet the checksums of a warm start being replaced.
-    info = export_fp16(image, out / IMAGE_FILE)
+    # The image file may come from a video run that trained the whole network (phase 3): its image part.
+    info = export_fp16(image, out / IMAGE_FILE, keep=lambda k: not k.startswith(VIDEO_ONLY_PREFIXES),
+                       arch="maggie_image")
+    from_video = info.get("arch") == "maggie_video"
     vinfo = None if video is None else export_fp16(video, out / TEMPORAL_FILE,
                                                    keep=lambda k: k.startswith(VIDEO_ONLY_PREFIXES))
     sums = {name: sha256_file(out / name) for name in [IMAGE_FILE] + ([] if video is None else [TEMPORAL_FILE])}
@@ -105,10 +114,13 @@ def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str
                 "sets were read only to measure these metrics, never for training or checkpoint selection",
         "data_settings_hash": stable_hash({"bank": params["data"]["bank"], "image_train": params["data"]["image_train"],
                                            "video_train": params["data"]["video_train"]}),
-        "image": {"file": IMAGE_FILE, "steps": after_steps + steps if steps is not None else None,
-                  "phases": [after_steps, steps] if after_steps else [steps], "source": str(image),
-                  "metrics": image_metrics(out / IMAGE_FILE, params)},
+        "image": {"file": IMAGE_FILE, "source": str(image), "metrics": image_metrics(out / IMAGE_FILE, params)},
     }
+    if from_video:  # image steps before, then whole-network video steps
+        record["image"].update(steps=after_steps, video_steps=steps)
+    else:
+        record["image"].update(steps=after_steps + steps if steps is not None else None,
+                               phases=[after_steps, steps] if after_steps else [steps])
     if vinfo is not None:
         record["video"] = {"file": TEMPORAL_FILE, "steps": vinfo.get("step"), "source": str(video),
                            "metrics": video_metrics(out / IMAGE_FILE, out / TEMPORAL_FILE, params)}
@@ -120,13 +132,14 @@ def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", required=True, help="the pretrain image run's weights (its ckpt/last.safetensors)")
+    ap.add_argument("--image", required=True, help="the pretrain image run's weights (its ckpt/last.safetensors), or "
+                                                   "a video run's that trained the whole network (its image part)")
     ap.add_argument("--video", default=None, help="the pretrain video run's weights (its ckpt/last.safetensors)")
     ap.add_argument("--out", default="pretrain")
     ap.add_argument("--params", default="params.yaml", help="the default's params (the test sets measured)")
     ap.add_argument("--trained-with", default=None, help="a note on the code and settings of the pretrain run")
     ap.add_argument("--after-steps", type=int, default=0,
-                    help="image steps of the run the exported image run started from (phase 1's, for phase 2)")
+                    help="image steps of the run(s) the exported run started from (phase 1's, for phase 2)")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     try:
