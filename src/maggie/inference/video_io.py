@@ -174,6 +174,13 @@ def count_frames(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
+def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """A frame turned as its display matrix says (phones store portrait video as rotated landscape), as
+    OpenCV's reader does, so masks drawn on what the user sees fit."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 class AvFrameReader:
     """RGB frames of a video file, decoded ahead on a thread (at most ``ahead`` frames held)."""
 
@@ -194,7 +201,7 @@ class AvFrameReader:
                     for frame in c.decode(stream):
                         if stop.is_set():
                             return
-                        q.put(frame.to_ndarray(format="rgb24"))
+                        q.put(upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)))
                 q.put(_DONE)
             except BaseException as exc:
                 q.put(exc)
