@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", type=float, default=0.4, help="segmenter: smallest person score kept")
     p.add_argument("--min-area", type=float, default=0.002, help="segmenter: smallest mask kept (image fraction)")
     p.add_argument("--out", required=True, help="output folder (replaced only with --overwrite)")
-    p.add_argument("--weights", default=None, help="checkpoint file, official safetensors or hub id "
-                                                   "(default: newest trained under --models-dir)")
+    p.add_argument("--weights", default=None, help="checkpoint file, official safetensors, hub id, or an .onnx file "
+                                                   "from maggie export (run by onnxruntime; default: newest trained "
+                                                   "under --models-dir)")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--outputs", default=",".join(DEFAULT_KINDS), help=f"comma list of {', '.join(KINDS)}")
     p.add_argument("--background", default="#00ff00", help="composite background: #RRGGBB, R,G,B or an image")

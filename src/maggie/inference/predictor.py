@@ -54,7 +54,13 @@ class Predictor:
         if self.dtype is torch.float16 and self.device.type == "cpu":
             raise ValueError("fp16 needs a GPU (cuda or mps); use fp32 or bf16 on the CPU")
         self.weights = weights if weights is not None else newest_trained_weights(models_dir)
-        self.model = load_model(self.weights, device=self.device, refine_mode=refine_mode)
+        if isinstance(self.weights, (str, Path)) and str(self.weights).lower().endswith(".onnx"):
+            from maggie.inference.onnx_model import OnnxImageNetwork  # `maggie export`'s graph, on onnxruntime
+
+            self.device, self.dtype = torch.device("cpu"), None  # onnxruntime holds its own device and precision
+            self.model = OnnxImageNetwork(self.weights)
+        else:
+            self.model = load_model(self.weights, device=self.device, refine_mode=refine_mode)
         self.short_size, self.clip_length = short_size, clip_length
         self.merge_duplicates = merge_duplicates
         log.info("weights %s (%s) on %s, %s", self.weights if not isinstance(self.weights, dict) else "state_dict",
