@@ -142,12 +142,6 @@ def cmd_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-def newest_weights(models_dir: str) -> Path:
-    from maggie.inference.predictor import newest_trained_weights
-
-    return newest_trained_weights(models_dir)
-
-
 def _masks_args(args: argparse.Namespace, as_video: bool) -> argparse.Namespace:
     """``maggie masks`` settings for ``predict --masks auto``: the tracker re-anchored by predict's network."""
     return argparse.Namespace(input=args.input, first=args.first, keys=None, segmenter=args.segmenter,
@@ -185,8 +179,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         if auto:  # the guidance made here is kept beside the mattes, in <out>/masks
             from maggie.inference.mask_command import write_masks
+            from maggie.inference.predictor import newest_trained_weights
 
-            args.weights = args.weights or str(newest_weights(args.models_dir))
+            args.weights = args.weights or str(newest_trained_weights(args.models_dir))
             write_masks(_masks_args(args, as_video), stage / "masks")
             args.masks = str(stage / "masks")
         n = predict_video(args, stage, kinds) if as_video else predict_images(args, stage, kinds)

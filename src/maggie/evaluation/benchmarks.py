@@ -118,6 +118,7 @@ def video_against_mask(model, params: dict[str, Any]) -> dict[str, Any]:
                  out[split]["dtSSD"])
     return out
 
+
 def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> None:
     """Spatial metrics on every frame; temporal ones once per consecutive frame pair, as the
     reference's test loop scores each newly final pair (it batches the last three pairs together)."""

@@ -119,7 +119,7 @@ def write_masks(args: argparse.Namespace, out: Path | None = None) -> tuple[int,
     """Masks of ``args.input`` into ``out`` (default: ``args.out``, replaced when complete);
     returns (images or frames, people, 'frames' or 'images')."""
     inp = Path(args.input)
-    as_video = is_video(inp) or (getattr(args, "video", False) and inp.is_dir())
+    as_video = is_video(inp) or (args.video and inp.is_dir())
     make = track_video if as_video else segment_images
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

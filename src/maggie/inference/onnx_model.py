@@ -23,21 +23,29 @@ class _Config:
     arch: str = "maggie_image (onnx)"
 
 
+def open_session(path: str | Path, error: type[Exception], kind: str, needed_by: str, providers=None):
+    """An onnxruntime session for a user's model file; every way it can fail is one ``error`` naming the file.
+
+    ``providers``: onnxruntime's execution providers (None: every one available, a GPU's first).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise error(f"{needed_by} needs onnxruntime: pip install onnxruntime") from exc
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {kind} file")
+    try:
+        return ort.InferenceSession(str(path), providers=providers or ort.get_available_providers())
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise error(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:80]})") from exc
+
+
 class OnnxImageNetwork:
     is_video = False
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise WeightsError("an .onnx network needs onnxruntime: pip install onnxruntime") from exc
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsError(f"{path}: no such ONNX file")
-        try:
-            self.session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
-        except Exception as exc:  # onnxruntime's own exception types
-            raise WeightsError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:80]})") from exc
+        self.session = open_session(path, WeightsError, "ONNX", "an .onnx network")
         names = [i.name for i in self.session.get_inputs()]
         if names != ["image", "masks"]:
             raise WeightsError(f"{path}: inputs {names}; expected ['image', 'masks'] (a `maggie export` file)")

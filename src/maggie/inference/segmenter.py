@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from maggie.inference.masks import InputError
+from maggie.inference.onnx_model import open_session
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,9 @@ class OnnxPersonSegmenter:
     """``segmenter(rgb)`` -> binary masks ``[N, H, W]`` uint8 of the people in an RGB image, best first."""
 
     def __init__(self, model: str | Path, settings: SegmenterSettings | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise InputError("--segmenter needs onnxruntime: pip install onnxruntime") from exc
         path = Path(model)
-        if not path.is_file():
-            raise InputError(f"{path}: no such segmenter model file")
-        try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise InputError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:80]})") from exc
+        self.session = open_session(path, InputError, "segmenter model", "--segmenter",
+                                    providers=["CPUExecutionProvider"])
         self.settings = settings or SegmenterSettings()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shape = inputs[0].shape if len(inputs) == 1 else None

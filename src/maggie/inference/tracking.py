@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -45,8 +46,11 @@ class TrackerSettings:
             raise ValueError(f"tracker preset {self.preset!r}: expected one of {', '.join(DIS_PRESETS)}")
 
 
+@lru_cache(maxsize=4)  # a few frame sizes per process
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y) of an h x w frame, made once per frame size; read-only to the callers."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
 
 

@@ -47,6 +47,7 @@ def excess_sum_loss(pred: torch.Tensor) -> torch.Tensor:
     """
     return torch.relu(pred.sum(1) - 1).mean()
 
+
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 _GAUSS = (_BINOMIAL[:, None] * _BINOMIAL[None, :]) / 256.0
 
