@@ -1,9 +1,11 @@
-"""``maggie`` command line: ``maggie predict`` (images, image folders, videos), ``maggie masks`` and ``maggie export``.
+"""``maggie`` command line: ``maggie predict`` (images, image folders, videos), ``maggie masks``, ``maggie demo``
+and ``maggie export``.
 
     maggie masks clip.mp4 --first clip_first_masks/ --weights models/image/best.safetensors --out clip_masks/
     maggie predict photo.jpg --masks photo_masks/ --out results/
     maggie predict clip.mp4 --masks clip_masks/ --out results/ --outputs alpha,composite,alpha_video
     maggie export --onnx maggie.onnx --weights models/image/best.safetensors
+    maggie demo --weights models/video/best.safetensors --segmenter yolo11n-seg.onnx
 
 Every bad input ends with one line naming the file and the problem, exit code 2, and no
 output: results are staged in a hidden sibling folder and renamed into place at the end.
@@ -42,8 +44,11 @@ log = logging.getLogger("maggie")
 
 
 def _predictor(args: argparse.Namespace):
+    """The network: ``args.predictor`` when the caller holds one (``maggie demo`` loads it once), else loaded."""
     from maggie.inference.predictor import Predictor
 
+    if getattr(args, "predictor", None) is not None:
+        return args.predictor
     return Predictor(args.weights, short_size=args.short_size, device=args.device, precision=args.precision,
                      models_dir=args.models_dir)
 
@@ -200,6 +205,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maggie.inference.demo import launch
+
+    launch(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maggie", description="Mask-guided human instance matting (MaGGIe).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -249,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(func=cmd_masks)
+
+    d = sub.add_parser("demo", help="a web page for images and short videos (Gradio; pip install -e '.[demo]')")
+    d.add_argument("--weights", default=None, help="as for predict (default: newest trained under --models-dir)")
+    d.add_argument("--models-dir", default="models")
+    d.add_argument("--segmenter", default=None, help="YOLO segmentation ONNX export: enables the 'auto' guidance")
+    d.add_argument("--short-size", type=int, default=576, help="inference short side")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--background", default="#00ff00", help="composite background: #RRGGBB, R,G,B or an image")
+    d.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    d.add_argument("--port", type=int, default=7860)
+    d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("export", help="export the image network (dense refinement) to ONNX")
     e.add_argument("--onnx", required=True, help="output .onnx file")
