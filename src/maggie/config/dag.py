@@ -19,7 +19,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Stage:
-    name: str          # DVC's address, e.g. "evaluate_image@in_dist-sim01_coarse28"
+    name: str          # DVC's address, e.g. "evaluate_image@in_dist"
     group: str         # the dvc.yaml entry it comes from, e.g. "evaluate_image"
     cmd: str
     deps: tuple[str, ...]

@@ -1,6 +1,6 @@
-"""Evaluation stages: one image benchmark (subset x mask source) or one video split per call.
+"""Evaluation: image benchmarks (subset x mask source) and video splits.
 
-Used by the ``evaluate_image`` and ``evaluate_video`` stages (one benchmark per call) and by the
+Used by the ``evaluate_image`` (one subset, its mask sources) and ``evaluate_video`` (the splits) stages and by the
 training validation.  They write the paper's metrics (reference definitions and scales) for the trained network and, as
 reference rows, for the guidance mask used directly as the alpha; a few predictions are
 saved as PNG previews for the report.  Inference follows the reference protocol: short
@@ -183,10 +183,11 @@ def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None
     return str(best_weights(params, "video" if video else "image", method))
 
 
-def run_benchmark(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
-                  device: str = "auto", **where: str) -> dict[str, Any]:
-    """Evaluate ``method`` on one image benchmark (``subset``, ``source``) or video split (``split``);
-    write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and its preview PNG."""
+def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
+                   device: str = "auto", benchmarks: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Evaluate ``method`` on image benchmarks (``{"subset", "source"}``) or video splits (``{"split"}``),
+    loading it once; write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and a preview PNG for each.
+    One process for a stage's benchmarks: a process per benchmark cost the default pipeline about 7 s each."""
     params = load_params(params_path)
     device = pick_device(device)
     weights = weights or method_weights(params, method, kind)
@@ -196,19 +197,22 @@ def run_benchmark(kind: str, params_path: str, method: str = NETWORK, weights: s
         predict = reference_predictor(method, settings)
     else:
         model = load_model(weights, device=device)
-    t0 = time.time()
     out_dir = Path(section(params, "test")["out_dir"])
     base = Path(kind) if method == NETWORK else Path("methods") / method / kind
-    if kind == "image":
-        stem = base / where["subset"] / where["source"]
-        result = evaluate_images(model, params, where["subset"], where["source"], device=device,
-                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
-    else:
-        stem = base / where["split"]
-        result = evaluate_videos(model, params, where["split"], device=device,
-                                 previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
-    result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2))
-    write_json(out_dir / f"{stem}.json", result)
-    log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
-             result["mask_as_alpha"]["MAD"], result["count"])
-    return result
+    results = []
+    for where in benchmarks or []:
+        t0 = time.time()
+        if kind == "image":
+            stem = base / where["subset"] / where["source"]
+            result = evaluate_images(model, params, where["subset"], where["source"], device=device,
+                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
+        else:
+            stem = base / where["split"]
+            result = evaluate_videos(model, params, where["split"], device=device,
+                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
+        result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2))
+        write_json(out_dir / f"{stem}.json", result)
+        log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
+                 result["mask_as_alpha"]["MAD"], result["count"])
+        results.append(result)
+    return results

@@ -6,8 +6,8 @@ Stage (dvc.yaml)                                  module
 ``synthesize@<dataset>``                          ``synthesize``
 ``train_image``, ``train_baseline_image@<m>``     ``train_image`` (``--method m``)
 ``train_video``, ``train_baseline_video@<m>``     ``train_video`` (``--method m``)
-``evaluate_image@...``, ``evaluate_{baseline,reference}_image@...``   ``evaluate_image``
-``evaluate_video@...``, ``evaluate_{baseline,reference}_video@...``   ``evaluate_video``
+``evaluate_image@<subset>``, ``evaluate_{baseline,reference}_image@...``  ``evaluate_image``
+``evaluate_video``, ``evaluate_{baseline,reference}_video@<m>``       ``evaluate_video``
 ``qualitative``                                   ``qualitative``
 ``report``                                        ``report``
 

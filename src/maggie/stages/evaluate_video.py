@@ -1,7 +1,8 @@
-"""Stage ``evaluate_video@<split>`` (and the baselines' and references'): one video split.
+"""Stage ``evaluate_video`` (and the baselines' and references'): the video splits, in one process.
 
-Writes ``eval/video/<split>.json`` (``eval/methods/<m>/...`` for other methods): the method and
-the tracker mask used as the alpha, on sliding clips as the reference tests.
+Writes ``eval/video/<split>.json`` (``eval/methods/<m>/...`` for other methods) for each of
+``test.video.splits`` (or each ``--split``): the method and the tracker mask used as the alpha, on sliding
+clips as the reference tests.
 """
 
 from __future__ import annotations
