@@ -31,6 +31,10 @@ def test_dvc_resolves_the_expected_stages(stages):
     # One process per image subset (its 10 mask sources) and one for the video splits: a process per
     # benchmark cost about 7 s each.
     expected |= {f"evaluate_image@{a}" for a in subsets} | {"evaluate_video", "evaluate_video_frames"}
+    # The video network also on this project's tracked guidance (test.video.tracked_masks).
+    tracked = params["test"]["video"]["tracked_masks"]
+    assert tracked == ["flow"]
+    expected |= {f"track_masks@{t}" for t in tracked} | {f"evaluate_video_tracked@{t}" for t in tracked}
     # The default compares with the references; baselines (none by default) get stages of their own.
     refs = params["methods"]["references"]
     assert params["methods"]["baselines"] == []
@@ -131,7 +135,9 @@ def test_stage_modules_exist_and_are_named_like_their_stage_group(stages):
     for s in stages:
         module = stage_module(s)
         assert (REPO / "src" / "maggie" / "stages" / f"{module}.py").is_file()
-        group = s.group.replace("_baseline", "").replace("_reference", "").replace("_frames", "")
+        group = s.group
+        for variant in ("_baseline", "_reference", "_frames", "_tracked"):
+            group = group.replace(variant, "")
         assert group == module, f"{s.name} runs maggie.stages.{module}"
 
 

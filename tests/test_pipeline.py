@@ -157,7 +157,7 @@ def planned(plan: str) -> set[str]:
     return {r for r in re.findall(r"^rule (\S+):$", plan, flags=re.M) if "__" in r or r in STAGE_RULES}
 
 
-STAGE_RULES = {"pull", "train_image", "train_video", "qualitative", "report"}
+STAGE_RULES = {"pull", "train_image", "train_video", "evaluate_video", "evaluate_video_frames", "qualitative", "report"}
 
 
 def downstream(project: Path, rules: set[str]) -> set[str]:

@@ -84,15 +84,19 @@ class Frame:
     image: np.ndarray
     alphas: np.ndarray
     masks: np.ndarray
+    people: tuple[str, ...] = ()   # the instances' file names (``NN.png``), in the order of alphas and masks
 
 
 class VideoTestSet:
     """``<root>/<dir>/<split>/fgr/<video>/<frame>.jpg``, ``pha/<video>/<frame>/NN.png``,
     ``<mask_dir>/<video>/<frame>/NN.png`` (the V-HIM60 layout)."""
 
-    def __init__(self, root: str | Path, dirname: str, split: str, mask_dir: str = "xmem"):
+    def __init__(self, root: str | Path, dirname: str, split: str, mask_dir: str = "xmem",
+                 mask_root: str | Path | None = None):
+        """``mask_root``: read the guidance from ``<mask_root>/<video>/<frame>/NN.png`` instead (masks made
+        elsewhere, e.g. by the flow tracker of ``maggie masks``)."""
         self.base = Path(root) / dirname / split
-        self.mask_name = mask_dir
+        self.mask_base = Path(mask_root) if mask_root is not None else self.base / mask_dir
         if not (self.base / "fgr").is_dir():
             raise DataError(f"{self.base / 'fgr'}: no such video folder (split '{split}')")
         self.videos = sorted(p.name for p in (self.base / "pha").iterdir() if p.is_dir()) \
@@ -107,7 +111,7 @@ class VideoTestSet:
             shape = image.shape[:2]
             stem = img_path.stem
             names, alphas = read_instances(self.base / "pha" / video / stem, shape, "alpha")
-            mask_folder = self.base / self.mask_name / video / stem
+            mask_folder = self.mask_base / video / stem
             masks = np.zeros_like(alphas)
             if mask_folder.is_dir():
                 for i, n in enumerate(names):
@@ -116,7 +120,8 @@ class VideoTestSet:
                         if m.shape != shape:
                             raise DataError(f"{mask_folder / n}: mask size differs from the frame's")
                         masks[i] = m
-            out.append(Frame(stem, image, alphas.astype(np.float32) / 255.0, (masks > 127).astype(np.uint8)))
+            out.append(Frame(stem, image, alphas.astype(np.float32) / 255.0, (masks > 127).astype(np.uint8),
+                             tuple(names)))
         if not out:
             raise DataError(f"{self.base / 'fgr' / video}: no frames")
         return out

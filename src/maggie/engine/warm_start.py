@@ -85,7 +85,8 @@ def git_commit() -> str:
 COMMAND = ("python -m maggie.preset pretrain && torchrun --standalone -m maggie.stages.train_image --params params.yaml"
            " && python -m maggie.preset default && python -m maggie.preset pretrain2 && torchrun --standalone -m "
            "maggie.stages.train_image --params params.yaml && torchrun --standalone -m maggie.stages.train_video "
-           "--params params.yaml")
+           "--params params.yaml && python -m maggie.preset default && python -m maggie.preset pretrain3 && "
+           "torchrun --standalone -m maggie.stages.train_video --params params.yaml")
 
 
 def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str, trained_with: str | None,
@@ -107,7 +108,7 @@ def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str
     record: dict[str, Any] = {
         "command": COMMAND,
         "made_by": f"python -m maggie.engine.warm_start (code {git_commit()})",
-        "trained_with": trained_with or "the pretrain and pretrain2 presets over this commit's params.yaml",
+        "trained_with": trained_with or "the pretrain, pretrain2 and pretrain3 presets over this commit's params.yaml",
         "seeds": {"data": params["data"]["seed"], "image": params["train"]["image"]["seed"],
                   "video": params["train"]["video"]["seed"]},
         "data": "the default's training pools only (I-HIM50K and V-HIM2K5 of data.bank's train pool); the test "

@@ -23,6 +23,7 @@ from maggie.config.methods import IMAGE_STAGE_ON_VIDEO, NETWORK, best_weights, h
 from maggie.config.params import load_params, section
 from maggie.data.layout import ImageTestSet, VideoTestSet
 from maggie.drawing import colour_mattes, grid, label
+from maggie.errors import DataError
 from maggie.evaluation.metrics import TEMPORAL, MetricAccumulator, make_trimap
 from maggie.evaluation.references import REFERENCES, reference_predictor
 from maggie.files import write_json, write_png
@@ -43,11 +44,11 @@ def _title(method: str) -> str:
 
 
 def frame_predictor(model, short_size: int, device: torch.device, quantise_masks: bool,
-                    merge_duplicates: bool = False):
+                    merge_duplicates: bool = False, sum_to_one: bool = False):
     """``predict(image [H, W, 3], masks [N, H, W]) -> [N, H, W]`` for a network, one image at a time."""
     def predict(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return predict_frames(model, image[None], masks[None], short_size, device, quantise_masks=quantise_masks,
-                              merge_duplicates=merge_duplicates)[0]
+                              merge_duplicates=merge_duplicates, sum_to_one=sum_to_one)[0]
     return predict
 
 
@@ -65,7 +66,7 @@ def evaluate_images(model, params: dict[str, Any], subset: str | None = None, so
     data = ImageTestSet(section(params, "data")["root"], img_cfg["dir"], subset, source)
     accs = _accumulators(names, method)
     predict = predict or frame_predictor(model, test["short_size"], device, img_cfg["quantise_masks"],
-                                         img_cfg["merge_duplicate_masks"])
+                                         img_cfg["merge_duplicate_masks"], test.get("sum_to_one", False))
     count = 0
     rows = []
     items = data.names[:limit] if limit else data.names
@@ -135,14 +136,17 @@ def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> No
 
 def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
                     device: torch.device | None = None, names=None, validation: bool = False,
-                    previews: Path | None = None, method: str = "maggie", predict=None) -> dict[str, Any]:
-    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split."""
+                    previews: Path | None = None, method: str = "maggie", predict=None,
+                    mask_root: Path | None = None) -> dict[str, Any]:
+    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split.
+    ``mask_root``: the guidance from ``<mask_root>/<video>/<frame>/NN.png`` instead of ``test.video.mask_dir``."""
     test = section(params, "test")
     vid_cfg = section(params, "test.video")
     split = split or vid_cfg["val_split"]
     names = tuple(names or (list(test["metrics"]) + list(vid_cfg.get("extra_metrics", []))))
     device = device or torch.device("cpu")
-    data = VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split, vid_cfg.get("mask_dir", "xmem"))
+    data = VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split, vid_cfg.get("mask_dir", "xmem"),
+                        mask_root)
     accs = _accumulators(names, method)
     videos = data.videos[:limit] if limit else data.videos
     rows = []
@@ -152,9 +156,11 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
         stream = ((f.image, f.masks) for f in frames)
         if predict is None and getattr(model, "cfg", None) is not None and model.cfg.arch == "maggie_image":
             # The image network sees one frame at a time (its attention would otherwise span the clip).
-            predict = frame_predictor(model, test["short_size"], device, quantise_masks=False)
+            predict = frame_predictor(model, test["short_size"], device, quantise_masks=False,
+                                      sum_to_one=test.get("sum_to_one", False))
         outputs = (predict(f.image, f.masks) for f in frames) if predict is not None else \
-            predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3))
+            predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3),
+                          sum_to_one=test.get("sum_to_one", False))
         for frame, pred in zip(frames, outputs, strict=True):
             gts.append(frame.alphas)
             masks.append(frame.masks.astype(np.float32))
@@ -184,10 +190,13 @@ def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None
 
 
 def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
-                   device: str = "auto", benchmarks: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+                   device: str = "auto", benchmarks: list[dict[str, str]] | None = None,
+                   tracked: str | None = None) -> list[dict[str, Any]]:
     """Evaluate ``method`` on image benchmarks (``{"subset", "source"}``) or video splits (``{"split"}``),
     loading it once; write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and a preview PNG for each.
-    One process for a stage's benchmarks: a process per benchmark cost the default pipeline about 7 s each."""
+    One process for a stage's benchmarks: a process per benchmark cost the default pipeline about 7 s each.
+    ``tracked``: video guidance from this project's tracker (``<test.out_dir>/tracked_masks/<tracked>/``,
+    ``maggie.evaluation.tracked_masks``), results under ``<test.out_dir>/video_masks/<tracked>/``."""
     params = load_params(params_path)
     device = pick_device(device)
     weights = weights or method_weights(params, method, kind)
@@ -199,6 +208,8 @@ def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: 
         model = load_model(weights, device=device)
     out_dir = Path(section(params, "test")["out_dir"])
     base = Path(kind) if method == NETWORK else Path("methods") / method / kind
+    if tracked is not None:
+        base = (Path() if method == NETWORK else Path("methods") / method) / "video_masks" / tracked
     results = []
     for where in benchmarks or []:
         t0 = time.time()
@@ -208,9 +219,15 @@ def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: 
                                      previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
         else:
             stem = base / where["split"]
+            masks = out_dir / "tracked_masks" / tracked / where["split"] if tracked is not None else None
+            if masks is not None and not masks.is_dir():
+                raise DataError(f"{masks}: no tracked masks; the track_masks stage makes them "
+                                f"(python -m maggie.stages.track_masks --tracker {tracked})")
             result = evaluate_videos(model, params, where["split"], device=device,
-                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
-        result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2))
+                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict,
+                                     mask_root=masks)
+        result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2),
+                      **({"guidance": tracked} if tracked is not None else {}))
         write_json(out_dir / f"{stem}.json", result)
         log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
                  result["mask_as_alpha"]["MAD"], result["count"])

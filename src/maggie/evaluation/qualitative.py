@@ -148,13 +148,15 @@ def _run(params: dict[str, Any], q: dict[str, Any], summary: dict[str, Any], dev
         if q.get("limit"):
             found = {k: v[:int(q["limit"])] for k, v in found.items()}
         short = int(q.get("short_size") or section(params, "test")["short_size"])
+        settings = {"short_size": short, "device": device,
+                    "sum_to_one": bool(section(params, "test").get("sum_to_one", False))}
         if found["videos"]:
             video_weights = best_weights(params, "video")
-            summary["videos"] = run_videos(Predictor(video_weights, short_size=short, device=device), folder,
+            summary["videos"] = run_videos(Predictor(video_weights, **settings), folder,
                                            mask_dir, found["videos"], tmp)
         if found["images"]:
             image_weights = best_weights(params, "image")
-            summary["images"] = run_images(Predictor(image_weights, short_size=short, device=device), folder,
+            summary["images"] = run_images(Predictor(image_weights, **settings), folder,
                                            mask_dir, found["images"], tmp)
     else:
         log.info("test.qualitative.dir is empty: nothing to do")

@@ -26,7 +26,13 @@ from maggie.config.methods import IMAGE_STAGE_ON_VIDEO
 from maggie.config.params import ParamsError, load_params, section
 from maggie.evaluation.headline import headline, warm_start_record
 from maggie.evaluation.report_figures import bar_plot, comparison_grid, curve_plot, preview_grid, validation_plot
-from maggie.evaluation.report_tables import comparison, image_table, qualitative_section, video_table
+from maggie.evaluation.report_tables import (
+    comparison,
+    guidance_table,
+    image_table,
+    qualitative_section,
+    video_table,
+)
 from maggie.files import write_json, write_text
 
 log = logging.getLogger("maggie.report")
@@ -81,6 +87,18 @@ def gather_frames(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s: _load(base / f"{s}.json") for s in splits if (base / f"{s}.json").is_file()}
 
 
+def gather_tracked(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The video network on this project's tracked guidance: per tracker, per split, with the tracker's IoU."""
+    out_dir = Path(section(params, "test")["out_dir"])
+    vid = section(params, "test.video")
+    tracked: dict[str, dict[str, Any]] = {}
+    for t in vid.get("tracked_masks") or []:
+        tracked[t] = {s: _load(out_dir / "video_masks" / t / f"{s}.json") for s in vid["splits"]}
+        summary = _load(out_dir / "tracked_masks" / t / "summary.json")
+        tracked[t]["_iou"] = {s: v["mean_iou"] for s, v in summary["splits"].items()}
+    return tracked
+
+
 def summarise(rows: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     img = section(params, "test.image")
     metrics: dict[str, Any] = {"image": {}, "video": {}}
@@ -115,6 +133,12 @@ def run(params_path: str) -> dict[str, Any]:
     write_text(report_dir / "image_table.csv", csv_text)
     frames = gather_frames(params)
     md_video = video_table(rows["video"], vid_names, frames)
+    tracked = gather_tracked(params)
+    if tracked:
+        metrics["video_guidance"], md_guidance = guidance_table(rows["video"], tracked)
+        md_video += ("\nBy guidance source: the test data's masks, and this project's tracker (`maggie masks`) "
+                     "from the true first-frame masks (`test.video.tracked_masks`; tracker IoU: with the true "
+                     "masks, over all frames).\n\n" + md_guidance)
     warm = warm_start_record(Path("pretrain") / "warm_start.json", params)
     metrics["headline"], md_headline = headline(rows, params, frames, warm)
     write_json(Path(test["metrics_file"]), metrics)

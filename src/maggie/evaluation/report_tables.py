@@ -71,6 +71,25 @@ def video_table(rows: list[dict[str, Any]], names: list[str], frames: dict[str, 
     return "\n".join(md) + "\n"
 
 
+def guidance_table(rows: list[dict[str, Any]], tracked: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The video network per split and guidance source: the test data's masks (``rows``) and this project's
+    tracker (``tracked[tracker][split]``, see ``maggie.evaluation.tracked_masks``); MAD and dtSSD of
+    MaGGIe and the guidance's MAD as the alpha."""
+    summary: dict[str, Any] = {}
+    md = ["| split | guidance | MaGGIe MAD | guidance MAD | ratio | MaGGIe dtSSD | tracker IoU |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        sources = {"test data": (r, None)} | {t: (per[r["split"]], per.get("_iou", {}).get(r["split"]))
+                                              for t, per in tracked.items() if r["split"] in per}
+        for name, (row, iou) in sources.items():
+            mad, mask = row["maggie"]["MAD"], row["mask_as_alpha"]["MAD"]
+            dt = row["maggie"].get("dtSSD")
+            summary.setdefault(r["split"], {})[name] = {"MAD": mad, "mask_MAD": mask, "dtSSD": dt, "tracker_iou": iou}
+            md.append(f"| {r['split']} | {name} | {mad:.0f} | {mask:.0f} | {mad / max(mask, 1e-12):.2f} | "
+                      f"{'' if dt is None else f'{dt:.3f}'} | {'' if iou is None else f'{iou:.3f}'} |")
+    return summary, "\n".join(md) + "\n"
+
+
 def qualitative_section(q_dir: Path, report_dir: Path) -> str:
     """Markdown for the set without alpha: its previews and stability plots (copied into the report)
     and a table of each person's mean frame-to-frame matte change against that of its mask."""

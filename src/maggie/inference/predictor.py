@@ -45,8 +45,9 @@ def newest_trained_weights(models_dir: str | Path = "models") -> Path:
 class Predictor:
     def __init__(self, weights: str | Path | dict | None = None, short_size: int = 576, device: str = "auto",
                  precision: str = "fp32", clip_length: int = 3, models_dir: str | Path = "models",
-                 refine_mode: str = "sparse", merge_duplicates: bool = True):
-        """``merge_duplicates``: people given identical masks get one matte (the network cannot tell them apart)."""
+                 refine_mode: str = "sparse", merge_duplicates: bool = True, sum_to_one: bool = False):
+        """``merge_duplicates``: people given identical masks get one matte (the network cannot tell them apart).
+        ``sum_to_one``: mattes scaled down where the people's add up to more than 1 (not in the reference)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)
@@ -62,7 +63,7 @@ class Predictor:
         else:
             self.model = load_model(self.weights, device=self.device, refine_mode=refine_mode)
         self.short_size, self.clip_length = short_size, clip_length
-        self.merge_duplicates = merge_duplicates
+        self.merge_duplicates, self.sum_to_one = merge_duplicates, sum_to_one
         log.info("weights %s (%s) on %s, %s", self.weights if not isinstance(self.weights, dict) else "state_dict",
                  self.model.cfg.arch, self.device, precision)
 
@@ -81,7 +82,7 @@ class Predictor:
             return np.zeros((0, *image.shape[:2]), np.float32)
         with self._autocast():
             pred = predict_frames(self.model, image[None], masks[None], self.short_size, self.device,
-                                  merge_duplicates=self.merge_duplicates)[0]
+                                  merge_duplicates=self.merge_duplicates, sum_to_one=self.sum_to_one)[0]
         return zero_empty(pred, masks)
 
     def video(self, frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
@@ -102,7 +103,8 @@ class Predictor:
 
         with self._autocast():
             if self.is_video_model:
-                outs = predict_video(self.model, remember(frames), self.short_size, self.device, self.clip_length)
+                outs = predict_video(self.model, remember(frames), self.short_size, self.device, self.clip_length,
+                                     sum_to_one=self.sum_to_one)
             else:
                 outs = (self.image(f, m) for f, m in remember(frames))
             for pred in outs:

@@ -26,8 +26,11 @@ def evaluate_main(kind: str, doc: str | None, argv: list[str] | None) -> int:
         ap.add_argument("--subset", required=True)
         ap.add_argument("--source", action="append", help="a mask source (repeatable; default: all of "
                         "test.image.mask_sources)")
+        ap.set_defaults(tracked=None)
     else:
         ap.add_argument("--split", action="append", help="a split (repeatable; default: all of test.video.splits)")
+        ap.add_argument("--tracked", default=None, help="guidance from this project's tracker (flow, flow_network: "
+                        "<test.out_dir>/tracked_masks/<tracker>, made by the track_masks stage)")
     ap.add_argument("--method", default=NETWORK,
                     help=f"maggie, a baseline under 'baselines', or a reference ({', '.join(REFERENCES)})")
     ap.add_argument("--weights", default=None, help="weights to evaluate (default: the trained stage's best)")
@@ -39,7 +42,7 @@ def evaluate_main(kind: str, doc: str | None, argv: list[str] | None) -> int:
             benchmarks = [{"subset": a.subset, "source": s} for s in a.source or test["mask_sources"]]
         else:
             benchmarks = [{"split": s} for s in a.split or test["splits"]]
-        run_benchmarks(kind, a.params, a.method, a.weights, a.device, benchmarks)
+        run_benchmarks(kind, a.params, a.method, a.weights, a.device, benchmarks, a.tracked)
 
     return run_stage(f"evaluate_{kind}", ap, body, argv, USER_ERRORS + (MissingDependency,))
 
