@@ -27,22 +27,14 @@ sys.path.insert(0, str(REPO / "src"))
 from maggie.config.params import load_params  # noqa: E402
 from maggie.data.layout import VideoTestSet  # noqa: E402
 from maggie.data.mask_sources import mask_iou  # noqa: E402
-from maggie.inference.tracking import TrackerSettings, propagate  # noqa: E402
+from maggie.evaluation.tracked_masks import track_frames  # noqa: E402
+from maggie.inference.tracking import TrackerSettings  # noqa: E402
 
 
 def frame_iou(pred: np.ndarray, truth: np.ndarray) -> float | None:
     """Mean IoU over the people present in either; None when nobody is."""
     ious = [mask_iou(p, t) for p, t in zip(pred, truth, strict=True) if p.any() or t.any()]
     return float(np.mean(ious)) if ious else None
-
-
-def track_video(frames, settings: TrackerSettings, predictor=None) -> list[np.ndarray]:
-    truth0 = (frames[0].alphas > 0.5).astype(np.uint8)
-    anchor = None
-    if predictor is not None:
-        def anchor(t, frame, masks):
-            return predictor.image(frame, masks)
-    return list(propagate((f.image for f in frames), {0: truth0}, settings, anchor))
 
 
 def main() -> int:
@@ -72,11 +64,11 @@ def main() -> int:
             frames = data.frames(video)
             truth = [(f.alphas > 0.5).astype(np.uint8) for f in frames]
             start = time.perf_counter()
-            tracked = {"flow": track_video(frames, settings)}
+            tracked = {"flow": track_frames(frames, settings)}
             seconds, count = seconds + time.perf_counter() - start, count + len(frames)
             tracked[video_cfg["mask_dir"]] = [f.masks for f in frames]
             if predictor is not None:
-                tracked["flow+network"] = track_video(frames, settings, predictor)
+                tracked["flow+network"] = track_frames(frames, settings, predictor)
             for row, masks in tracked.items():
                 for t, (m, g) in enumerate(zip(masks, truth, strict=True)):
                     iou = frame_iou(m, g)

@@ -67,6 +67,17 @@ def check_results(project: Path) -> dict:
     assert set(head["image"]) == {"in_dist", "held_out"} and set(head["video_vs_image_stage"]) == set(head["video"])
     evals = sorted(p.relative_to(project).as_posix() for p in (project / "eval" / "image").rglob("*.json"))
     assert len(evals) == 2 * 3  # subsets x mask sources of the tiny preset
+    # The video network also on the guidance of this project's flow tracker, in the report by guidance source.
+    tracked = json.loads((project / "eval/tracked_masks/flow/summary.json").read_text())
+    assert set(tracked["splits"]) == set(metrics["video"])
+    assert all(0 <= v["mean_iou"] <= 1 and v["frames"] > 0 for v in tracked["splits"].values())
+    for split in metrics["video"]:
+        row = json.loads((project / f"eval/video_masks/flow/{split}.json").read_text())
+        assert row["guidance"] == "flow" and row["count"] > 0
+        # Another guidance than the test data's: the mask-as-alpha row differs.
+        assert row["mask_as_alpha"]["MAD"] != metrics["video"][split]["mask_as_alpha"]["MAD"]
+    assert set(metrics["video_guidance"]["comp_hard"]) == {"test data", "flow"}
+    assert "| split | guidance | MaGGIe MAD | guidance MAD | ratio | MaGGIe dtSSD | tracker IoU |" in tables
     return metrics
 
 

@@ -166,6 +166,36 @@ def test_predictor_api_streams_video_and_matches_image_path(weights):
     assert len(out) == 5 and all(o.shape == (2, H, W) for o in out)
 
 
+def test_limit_sum_scales_only_where_the_mattes_add_up_to_more_than_one():
+    from maggie.inference.pipeline import limit_sum
+
+    a = np.zeros((3, 2, 2), np.float32)
+    a[:, 0, 0] = [0.9, 0.6, 0.0]     # 1.5: scaled to 0.6, 0.4
+    a[:, 0, 1] = [0.5, 0.3, 0.1]     # 0.9: left as it is
+    a[:, 1, 1] = [1.0, 1.0, 1.0]     # 3.0: a third each
+    out = limit_sum(a)
+    np.testing.assert_allclose(out[:, 0, 0], [0.6, 0.4, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 0, 1], a[:, 0, 1])
+    np.testing.assert_allclose(out[:, 1, 1], [1 / 3] * 3, rtol=1e-6)
+    assert out.dtype == np.float32 and out.sum(0).max() <= 1 + 1e-6
+
+
+def test_sum_to_one_predictor_on_images_and_video(weights):
+    """Overlapping people: with sum_to_one no pixel's mattes add up to more than 1, for images and videos;
+    where they did not, the mattes are the plain network's."""
+    img = rgb_image(4)
+    masks = np.repeat(people(1), 3, axis=0)  # three people given one mask: each gets its matte
+    masks[2, :, 40:] = 1                     # and one of them more
+    plain = Predictor(weights["maggie_image"], short_size=64).image(img, masks)
+    limited = Predictor(weights["maggie_image"], short_size=64, sum_to_one=True).image(img, masks)
+    assert plain.sum(0).max() > 1.05 and limited.sum(0).max() <= 1 + 1e-5
+    keep = plain.sum(0) <= 1
+    np.testing.assert_array_equal(limited[:, keep], plain[:, keep])
+    clip = [(rgb_image(30 + i), masks) for i in range(4)]
+    pv = Predictor(weights["maggie_video"], short_size=64, sum_to_one=True)
+    assert all(o.sum(0).max() <= 1 + 1e-5 for o in pv.video(iter(clip)))
+
+
 def test_default_weights_are_the_newest_trained(tmp_path, weights, monkeypatch, capsys):
     write_png(tmp_path / "photo.png", rgb_image(0))
     write_instance_masks(tmp_path / "masks", people(1))
