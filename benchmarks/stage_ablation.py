@@ -40,6 +40,10 @@ ROWS = [
     ("video_before", "video", "the video stage before this change (no sum term)", SUM_ONE_OFF),
     ("video_sum_one", "video", "+ mattes add up to at most 1 (loss_sum_one_w 1)",
      {"model": {"video": {"loss_sum_one_w": 1.0}}}),
+    ("video_phase3", "video", "the default's video stage from the phase 3 warm start (test.sum_to_one)", {}),
+    ("video_phase3_init_warm", "video", "as video_phase3, started from the warm start's image part instead of the "
+     "image stage's", {"train": {"video": {"init": ["pretrain/maggie_default_image.safetensors",
+                                                    "pretrain/maggie_default_temporal.safetensors"]}}}),
 ]
 
 
