@@ -44,6 +44,8 @@ ROWS = [
     ("video_phase3_init_warm", "video", "as video_phase3, started from the warm start's image part instead of the "
      "image stage's", {"train": {"video": {"init": ["pretrain/maggie_default_image.safetensors",
                                                     "pretrain/maggie_default_temporal.safetensors"]}}}),
+    ("video_phase3_lr1e-5", "video", "as video_phase3, learning rate 1e-5 instead of 5e-5",
+     {"train": {"video": {"lr": 1.0e-5}}}),
 ]
 
 
