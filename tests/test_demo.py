@@ -104,15 +104,21 @@ def status_text(browser) -> str:
     return browser.find_element(By.ID, "image-status").text.strip()
 
 
+def open_with_image(browser, url: str, image: Path) -> WebDriverWait:
+    """The demo's page with ``image`` given to the Image tab; the wait to use on it."""
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#image-input input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#image-input input[type=file]").send_keys(str(image))
+    return wait
+
+
 @needs_browser
 def test_image_upload_gives_each_persons_matte_in_the_browser(demo, browser):
     from maggie import Predictor
 
     image, mask_files, rgb, masks = inputs(demo["dir"])
-    browser.get(demo["url"])
-    wait = WebDriverWait(browser, 120)
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#image-input input[type=file]"))
-    browser.find_element(By.CSS_SELECTOR, "#image-input input[type=file]").send_keys(str(image))
+    wait = open_with_image(browser, demo["url"], image)
     browser.find_element(By.CSS_SELECTOR, "#image-masks input[type=file]").send_keys(
         "\n".join(str(f) for f in mask_files))
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#image-masks .file-preview tr, "
@@ -143,10 +149,7 @@ def test_image_upload_gives_each_persons_matte_in_the_browser(demo, browser):
 @needs_browser
 def test_a_request_without_guidance_is_one_line_on_the_page(demo, browser):
     image, _, _, _ = inputs(demo["dir"])
-    browser.get(demo["url"])
-    wait = WebDriverWait(browser, 120)
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#image-input input[type=file]"))
-    browser.find_element(By.CSS_SELECTOR, "#image-input input[type=file]").send_keys(str(image))
+    wait = open_with_image(browser, demo["url"], image)
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#image-input img"))
     browser.find_element(By.ID, "image-run").click()
     wait.until(lambda b: "error" in status_text(b))

@@ -61,19 +61,26 @@ class DemoSession:
             short_size=self.short_size, device=self.device, precision="fp32", video=False, chunk=8,
             max_pixels=DEFAULT_MAX_PIXELS, overwrite=False, predictor=self.predictor())
 
+    def _start(self, given: str | None, what: str) -> tuple[Path, Path]:
+        """A request's own folder and its copy of the uploaded ``what`` (image or video)."""
+        if not given:
+            raise InputError(f"no {what}: upload one")
+        work = self._request_dir()
+        return work, _copy(Path(given), work / "input")
+
+    def _predict(self, inp: Path, masks: str, first: str | None, out: Path, outputs: str) -> None:
+        from maggie.cli import cmd_predict
+
+        with self._lock:  # one network, one request at a time
+            cmd_predict(self._predict_args(inp, masks, first, out, outputs))
+
     def matte_image(self, image: str | None, mask_files: list[str] | None, id_map: str | None,
                     auto: bool) -> dict:
         """One image -> {"status", "mattes" [(png, caption)], "overlay", "composite", "download"}."""
-        from maggie.cli import cmd_predict
-
-        if not image:
-            raise InputError("no image: upload one")
-        work = self._request_dir()
-        inp = _copy(Path(image), work / "input")
+        work, inp = self._start(image, "image")
         masks = "auto" if auto else str(_guidance(mask_files, id_map, work / "masks", inp.stem))
         out = work / "result"
-        with self._lock:  # one network, one request at a time
-            cmd_predict(self._predict_args(inp, masks, None, out, IMAGE_OUTPUTS))
+        self._predict(inp, masks, None, out, IMAGE_OUTPUTS)
         alpha_dir = out / "alpha" / inp.stem
         mattes = [(str(p), f"person {p.stem}") for p in sorted(alpha_dir.glob("*.png"))]
         zipped = shutil.make_archive(str(work / f"{inp.stem}_rgba"), "zip", out / "rgba")
@@ -84,18 +91,12 @@ class DemoSession:
     def matte_video(self, video: str | None, mask_files: list[str] | None, id_map: str | None,
                     auto: bool) -> dict:
         """A video and its first frame's masks (or ``auto``) -> {"status", "composite", "overlay", "download"}."""
-        from maggie.cli import cmd_predict
         from maggie.inference.video_io import have_pyav
 
-        if not video:
-            raise InputError("no video: upload one")
-        work = self._request_dir()
-        inp = _copy(Path(video), work / "input")
+        work, inp = self._start(video, "video")
         first = None if auto else str(_guidance(mask_files, id_map, work / "first", "first"))
         out = work / "result"
-        outputs = "overlay,composite,alpha_video" + (",rgba_video" if have_pyav() else "")
-        with self._lock:
-            cmd_predict(self._predict_args(inp, "auto", first, out, outputs))
+        self._predict(inp, "auto", first, out, "overlay,composite,alpha_video" + (",rgba_video" if have_pyav() else ""))
         files = [out / "alpha_videos", out / "rgba_videos"]
         bundle = work / "download"
         for folder in files:
