@@ -42,27 +42,72 @@ def run(model, image, mask, mode):
         return model(image, mask)
 
 
-@pytest.mark.parametrize("size,n", [((96, 128), 1), ((128, 96), 4)])
-def test_sparse_equals_dense_image(image_weights, size, n):
+@pytest.mark.parametrize("mode", ["sparse", "rulebook"])
+@pytest.mark.parametrize("size,n", [((96, 128), 1), ((128, 96), 4), ((160, 224), 3)])
+def test_sparse_backends_equal_dense_image(image_weights, size, n, mode):
+    """Tiles (``sparse``) and the per-site rulebook compute the masked dense path's function."""
     model = load_model(image_weights)
     image = torch.randn(1, 1, 3, *size, generator=torch.Generator().manual_seed(1))
     mask = blob_masks(1, n, *size)
-    sparse, dense = run(model, image, mask, "sparse"), run(model, image, mask, "dense")
-    assert sparse["detail_mask"].sum() > 0
+    sparse, dense = run(model, image, mask, mode), run(model, image, mask, "dense")
+    assert 0 < sparse["detail_mask"].mean() < 1
     for k in ("alpha", "alpha_os4", "alpha_os1"):
         assert torch.allclose(sparse[k], dense[k], atol=2e-5), k
     assert sparse["alpha"].shape == (1, 1, n, *size)
 
 
+@pytest.mark.parametrize("mode", ["sparse", "rulebook"])
 @pytest.mark.parametrize("t", [2, 4])
-def test_sparse_equals_dense_video(video_weights, t):
+def test_sparse_backends_equal_dense_video(video_weights, t, mode):
     model = load_model(video_weights)
     image = torch.randn(1, t, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     mask = blob_masks(t, 3, 64, 96)
-    sparse, dense = run(model, image, mask, "sparse"), run(model, image, mask, "dense")
+    sparse, dense = run(model, image, mask, mode), run(model, image, mask, "dense")
     for k in ("alpha", "temp_alpha", "alpha_os1"):
         assert sparse[k].shape == (1, t, 3, 64, 96)
         assert torch.allclose(sparse[k], dense[k], atol=2e-5), k
+
+
+def test_sparse_backends_train_alike(image_weights):
+    """In training the backends give the same losses' gradients and batch-norm statistics (over active sites)."""
+    from maggie.models.maggie.decoder import DecoderState
+
+    image = torch.randn(2, 1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    mask = torch.cat([blob_masks(1, 3, 64, 96, seed=s) for s in (1, 2)])
+    mask = torch.nn.functional.pad(mask, (0, 0, 0, 0, 0, 7))  # training takes all 10 slots
+    grads, stats = {}, {}
+    for mode in ("sparse", "rulebook", "dense"):
+        model = load_model(image_weights, refine_mode=mode).train()
+        for m in model.modules():  # dropout would draw different masks for differently laid-out features
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        torch.manual_seed(0)
+        out = model(image, mask, state=DecoderState(iteration=10**6, gt_alpha=mask.flatten(0, 1)))
+        (out["alpha_os1"].square().mean() + out["alpha_os4"].mean()).backward()
+        grads[mode] = {k: p.grad.clone() for k, p in model.named_parameters()
+                       if p.grad is not None and k.startswith("decoder.layer")}
+        stats[mode] = model.decoder.layer5[1].running_var.clone()
+    assert grads["sparse"], "no refinement parameter got a gradient"
+    for mode, tol in (("dense", 1e-3), ("rulebook", 5e-2)):  # rulebook: torch's BatchNorm1d sums another way
+        for k, g in grads["sparse"].items():
+            assert (g - grads[mode][k]).abs().max() <= tol * g.abs().max() + 1e-9, (mode, k)
+        assert torch.allclose(stats["sparse"], stats[mode], rtol=1e-4), mode
+
+
+def test_tile_grid_keeps_only_tiles_with_active_sites():
+    from maggie.models.ops.tile_conv import TileGrid
+
+    s1 = torch.zeros(2, 128, 96, dtype=torch.bool)
+    s1[0, 5:9, 60:70] = True  # across the boundary of tile columns 1 and 2 (x = 64)
+    s1[1, 127, 0] = True  # a lone site in the last row
+    coarse = [torch.nn.functional.max_pool2d(s1[:, None].float(), 2 ** k, 2 ** k)[:, 0] > 0 for k in (1, 2, 3)]
+    grid = TileGrid([s1, *coarse], tile=32)
+    assert grid.coords.tolist() == [[0, 0, 1], [0, 0, 2], [1, 3, 0]]
+    none = 3  # the index of the all-zero tile
+    assert grid.neighbours.tolist() == [[none] * 4 + [0, 1] + [none] * 3, [none] * 3 + [0, 1] + [none] * 4,
+                                        [none] * 4 + [2] + [none] * 4]
+    level = grid.levels[0]
+    assert level.mask.shape == (3, 1, 32, 32) and level.mask.sum() == s1.sum()
 
 
 def test_more_than_ten_instances_in_groups(image_weights):

@@ -21,6 +21,9 @@ from maggie.models.ops.blocks import xavier_init
 from maggie.models.ops.spectral_norm import preserved_power_iteration
 
 ARCHS = ("maggie_image", "maggie_video")
+# How the refinement runs: on the tiles holding uncertain pixels (sparse), per site with neighbour gathers
+# (rulebook, spconv's scheme), or on full masked maps (dense: for export); all compute the same function.
+REFINE_MODES = ("sparse", "rulebook", "dense")
 
 
 @dataclass
@@ -33,7 +36,7 @@ class MaggieConfig:
     atten_heads: int = 1
     final_channel: int = 64
     warmup_detail_iter: int = 3000
-    refine_mode: str = "sparse"  # "sparse" (cost follows the uncertain area) or "dense"
+    refine_mode: str = "sparse"  # one of REFINE_MODES: sparse (cost follows the uncertain area), rulebook, dense
     # Initialisation aids for training from scratch (no effect on loaded weights):
     routing_init: bool = False  # IMD q/k projections start equal, so the ID embedding routes pixels to their token
     guidance_stem_init: bool = False  # the stem reads the guidance channels from the start
@@ -76,8 +79,8 @@ class MaGGIe(nn.Module):
         return self.cfg.arch == "maggie_video"
 
     def set_refine_mode(self, mode: str) -> None:
-        if mode not in ("sparse", "dense"):
-            raise ValueError(f"refine mode must be 'sparse' or 'dense', got {mode!r}")
+        if mode not in REFINE_MODES:
+            raise ValueError(f"refine mode must be one of {', '.join(REFINE_MODES)}, got {mode!r}")
         self.decoder.refine_mode = mode
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, prev_alpha: torch.Tensor | None = None,

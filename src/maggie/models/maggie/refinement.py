@@ -21,6 +21,7 @@ from maggie.models.ops.sparse_conv import (
     SubMConv2d,
     downsample_sites,
 )
+from maggie.models.ops.tile_conv import TileGrid
 
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
@@ -85,12 +86,15 @@ class SparseRefiner(nn.Module):
         detail: ``[B*T*n, H, W]`` bool region D; feat_os8 ``[B*T, 64, H/8, W/8]``;
         kernels: ``[B*T, n, 64]`` instance kernels; shortcuts: encoder (fea1, fea2, fea3).
         """
-        level_cls = SparseLevel if mode == "sparse" else DenseLevel
         s1 = detail
         s2 = downsample_sites(s1)
         s4 = downsample_sites(s2)
         s8 = downsample_sites(s4)
-        l1, l2, l4, l8 = (level_cls(s) for s in (s1, s2, s4, s8))
+        if mode == "sparse":  # dense convolutions on the tiles that hold active sites (models/ops/tile_conv)
+            l1, l2, l4, l8 = TileGrid([s1, s2, s4, s8]).levels
+        else:  # rulebook: per-site neighbour gathers (spconv's own scheme); dense: masked full maps
+            level_cls = {"rulebook": SparseLevel, "dense": DenseLevel}[mode]
+            l1, l2, l4, l8 = (level_cls(s) for s in (s1, s2, s4, s8))
         fea1, fea2, fea3 = shortcuts
 
         # OS8: image features modulated by each instance's kernel, then the instance FFN.
