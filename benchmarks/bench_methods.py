@@ -11,6 +11,7 @@ cost does not depend on them, except SparseMat's and MaGGIe's refined area, whic
 mattes; both are reported as they come.  InstMatt's refiner skips instances whose mattes
 duplicate another's, which with random weights is all of them, so ``instmatt`` is its cost
 without the refiner and ``instmatt_refine_all`` its cost with the refiner on every instance.
+FTP-VM and OTVM run once per person on a 3-frame clip, guided by frame 0 (cost per frame).
 Likewise random weights leave every pixel of every instance uncertain, so ``maggie`` refines
 the whole image once per instance (its worst case); ``maggie_d10`` fixes the refined region to
 10% of the image split over the instances (``bench_image.py``'s setting), as boundaries are.
@@ -31,7 +32,10 @@ from maggie.files import write_figure, write_json
 
 METHODS = {"maggie": "maggie_image", "mgm": "mgm", "mgm_stacked": "mgm_stacked", "mgm_tcvom": "mgm_tcvom",
            "sparsemat": "sparsemat", "instmatt": "instmatt", "instmatt_refine_all": "instmatt",
-           "maggie_d10": "maggie_image"}
+           "maggie_d10": "maggie_image", "ftpvm": "ftpvm", "otvm": "otvm"}
+# Video methods timed per frame of a clip: MGM+TCVOM's window, and FTP-VM / OTVM (whose frame 0 also encodes
+# the memory) over 3 frames.
+CLIP_FRAMES = {"mgm_tcvom": 3, "ftpvm": 3, "otvm": 3}
 
 
 def inputs(h: int, w: int, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +65,7 @@ def one_case(method: str, n: int, h: int, w: int, device: str, repeats: int) -> 
         from bench_image import fixed_detail
 
         fixed_detail(model, 0.1)
-    frames = 3 if method == "mgm_tcvom" else 1
+    frames = CLIP_FRAMES.get(method, 1)
     image, masks = inputs(h, w, n, frames)
     image, masks = image.to(dev), masks.to(dev)
     times, peak = time_forward(model, image, masks, dev, repeats)
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other methods' rows of an existing --out file (same size) and replace these")
     ap.add_argument("--case", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     h, w = args.size
@@ -122,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"({row['device']})", flush=True)
     device = rows[0]["device"].split(":")[0]
     out = Path(args.out or f"benchmarks/methods_cost_{device}.json")
+    if args.update and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("size") != [h, w]:
+            print(f"bench_methods: error: {out} holds size {old.get('size')}, not {[h, w]}", file=sys.stderr)
+            return 2
+        rows = [r for r in old["rows"] if r["method"] not in args.methods] + rows
     write_json(out, {"size": [h, w], "repeats": args.repeats, "rows": rows})
     plot(rows, out.with_suffix(".png"))
     return 0

@@ -14,6 +14,8 @@ from maggie.config.methods import method_params
 from maggie.config.params import LossWeights, ParamsError, load_params
 from maggie.evaluation.references import closed_form_alpha, mask_alpha, reference_predictor, trimap_from_mask
 from maggie.models import InstMatt, SparseMat, load_model
+from maggie.models.baselines.ftpvm_adapter import FTPVMBaseline
+from maggie.models.baselines.otvm_adapter import OTVMBaseline
 from maggie.models.registry import training_objective
 
 pymatting = pytest.importorskip("pymatting")
@@ -67,6 +69,22 @@ def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
          "--params", "params.yaml"], tiny)
     result = json.loads((tiny / "eval/methods/mgm/video/comp_easy.json").read_text())
     assert result["method"] == "mgm" and result["mgm"]["MAD"] >= 0 and "dtSSD" in result["mgm"]
+
+
+def test_frame_zero_guided_baselines_train_and_evaluate_through_the_stages(tiny):
+    """FTP-VM and OTVM: image stage (one-frame clips), video stage from it, video evaluation guided by frame 0."""
+    for method, cls in (("ftpvm", FTPVMBaseline), ("otvm", OTVMBaseline)):
+        for stage in ("image", "video"):
+            run([sys.executable, "-m", f"maggie.stages.train_{stage}", "--method", method,
+                 "--params", "params.yaml"], tiny)
+            summary = json.loads((tiny / f"models/baselines/{method}/{stage}/train_summary.json").read_text())
+            assert summary["steps"] == 1 and np.isfinite(summary["final_loss"]), (method, stage, summary)
+        model = load_model(tiny / f"models/baselines/{method}/video/best.safetensors")
+        assert isinstance(model, cls) and model.first_frame_guided
+        run([sys.executable, "-m", "maggie.stages.evaluate_video", "--method", method, "--split", "comp_easy",
+             "--params", "params.yaml"], tiny)
+        result = json.loads((tiny / f"eval/methods/{method}/video/comp_easy.json").read_text())
+        assert result["method"] == method and result[method]["MAD"] > 0 and "dtSSD" in result[method]
 
 
 def test_sparsemat_objective_is_dispatched():

@@ -22,6 +22,8 @@ NETWORK = "maggie"
 # (temporal consistency, dtSSD); evaluated by the evaluate_video_frames stages.
 IMAGE_STAGE_ON_VIDEO = "maggie_frames"
 BASELINES_DIR = Path("models/baselines")
+# Methods guided by frame 0 only (one trimap), as their authors run them; the rest get a mask on every frame.
+FRAME_ZERO_ARCHS = ("ftpvm", "otvm")
 
 
 def baseline_settings(params: dict[str, Any], name: str) -> dict[str, Any]:
@@ -57,6 +59,12 @@ def init_sources(params: dict[str, Any], stage: str) -> list[str]:
     init = section(params, f"train.{stage}").get("init") or []
     init = [init] if isinstance(init, str) else list(init)
     return [str(best_weights(params, "image")) if s == "image" else str(s) for s in init]
+
+
+def frame_zero_guided(params: dict[str, Any], name: str) -> bool:
+    """Whether baseline ``name`` is guided by the first frame only (FTP-VM, OTVM)."""
+    entry = baseline_settings(params, name)
+    return (entry.get("video") or entry["image"])["arch"] in FRAME_ZERO_ARCHS
 
 
 def has_video_training(params: dict[str, Any], name: str) -> bool:

@@ -153,14 +153,21 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
     for video in tqdm(videos, desc=f"eval {method} {split}", disable=validation, unit="video"):
         frames = data.frames(video)
         gts, masks, preds = [], [], []
-        stream = ((f.image, f.masks) for f in frames)
         if predict is None and getattr(model, "cfg", None) is not None and model.cfg.arch == "maggie_image":
             # The image network sees one frame at a time (its attention would otherwise span the clip).
             predict = frame_predictor(model, test["short_size"], device, quantise_masks=False,
                                       sum_to_one=test.get("sum_to_one", False))
-        outputs = (predict(f.image, f.masks) for f in frames) if predict is not None else \
-            predict_video(model, stream, test["short_size"], device, vid_cfg.get("clip_length", 3),
-                          sum_to_one=test.get("sum_to_one", False))
+        if predict is not None:
+            outputs = (predict(f.image, f.masks) for f in frames)
+        elif getattr(model, "first_frame_guided", False):
+            # FTP-VM, OTVM: the whole video in one call, guided by frame 0 only (by its true alpha in the paper).
+            first = frames[0].alphas if section(params, "methods")["first_frame_guidance"] == "alpha" else None
+            outputs = iter(predict_frames(model, np.stack([f.image for f in frames]),
+                                          np.stack([f.masks for f in frames]), test["short_size"], device,
+                                          sum_to_one=test.get("sum_to_one", False), first_alpha=first))
+        else:
+            outputs = predict_video(model, ((f.image, f.masks) for f in frames), test["short_size"], device,
+                                    vid_cfg.get("clip_length", 3), sum_to_one=test.get("sum_to_one", False))
         for frame, pred in zip(frames, outputs, strict=True):
             gts.append(frame.alphas)
             masks.append(frame.masks.astype(np.float32))

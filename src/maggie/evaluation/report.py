@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from maggie.config.methods import IMAGE_STAGE_ON_VIDEO
+from maggie.config.methods import IMAGE_STAGE_ON_VIDEO, frame_zero_guided
 from maggie.config.params import ParamsError, load_params, section
 from maggie.evaluation.headline import headline, warm_start_record
 from maggie.evaluation.report_figures import bar_plot, comparison_grid, curve_plot, preview_grid, validation_plot
@@ -128,6 +128,12 @@ def run(params_path: str) -> dict[str, Any]:
     vid_names = names + list(section(params, "test.video").get("extra_metrics", []))
     table = gather_methods(params, rows)
     metrics["comparison"], md_compare = comparison(table, params, names, vid_names)
+    guided = [m for m in (section(params, "methods").get("baselines") or []) if frame_zero_guided(params, m)]
+    if guided:
+        source = {"alpha": "a trimap from frame 0's true alpha (the MaGGIe paper's protocol, 'first trimap')",
+                  "mask": "a trimap from frame 0's guidance mask"}[section(params, "methods")["first_frame_guidance"]]
+        md_compare += (f"\nOn the videos {', '.join(guided)} see frame 0 only: {source} "
+                       "(`methods.first_frame_guidance`); every other method gets a guidance mask on every frame.\n")
     write_text(report_dir / "comparison.md", "## Method comparison\n\n" + md_compare)
     csv_text, md_image = image_table(rows["image"], metrics, names)
     write_text(report_dir / "image_table.csv", csv_text)

@@ -118,8 +118,11 @@ def limit_sum(alpha: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int, device: torch.device,
                    quantise_masks: bool = False, pad_to: int = 32, merge_duplicates: bool = False,
-                   sum_to_one: bool = False) -> np.ndarray:
+                   sum_to_one: bool = False, first_alpha: np.ndarray | None = None) -> np.ndarray:
     """Mattes ``[T, N, H0, W0]`` for one image (T=1) or one clip processed as a whole.
+
+    ``first_alpha`` ``[N, H0, W0]``: for the methods guided by one frame (FTP-VM, OTVM), the true alpha of
+    frame 0 that their evaluation protocol makes the first trimap from (resized and padded like the image).
 
     ``merge_duplicates``: people given identical masks (a segmenter that merged them) cannot be told
     apart by any network; each such set is run as one instance and every member gets its matte, instead
@@ -129,7 +132,12 @@ def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int
     keep, rep = distinct_masks(masks) if merge_duplicates else (list(range(masks.shape[1])), None)
     geom = plan_geometry(images.shape[1], images.shape[2], short_size, pad_to)
     img, m = prepare(images, masks[:, keep], geom, quantise_masks)
-    out = model(img.to(device), m.to(device))
+    extra = {}
+    if first_alpha is not None:
+        fa = F.interpolate(torch.from_numpy(np.ascontiguousarray(first_alpha[keep], np.float32))[None],
+                           size=(geom.h, geom.w), mode="bilinear", align_corners=False)
+        extra["first_alpha"] = F.pad(fa, (0, geom.wp - geom.w, 0, geom.hp - geom.h)).to(device)
+    out = model(img.to(device), m.to(device), **extra)
     alpha = restore(out["alpha"][0], geom)
     alpha = alpha if rep is None else alpha[:, rep]
     # After the duplicates get their copies: people who share one mask share its matte (held_out 0.701 -> 0.688

@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from maggie.models.baselines.ftpvm_adapter import FTPVMBaseline, FTPVMConfig, ftpvm_objective
 from maggie.models.baselines.instmatt import InstMatt, InstMattConfig, instmatt_loss
 from maggie.models.baselines.mgm import MGM, MGMConfig
+from maggie.models.baselines.otvm_adapter import OTVMBaseline, OTVMConfig, otvm_objective
 from maggie.models.baselines.sparsemat import SparseMat, SparseMatConfig, sparsemat_loss
 from maggie.models.baselines.tcvom import TCVOM
 from maggie.models.maggie.network import MaGGIe, MaggieConfig
@@ -49,6 +51,8 @@ ARCHS: dict[str, ArchSpec] = {
     "mgm_stacked_tcvom": ArchSpec(MGMConfig, TCVOM, training_loss),
     "sparsemat": ArchSpec(SparseMatConfig, SparseMat, _sparsemat_objective),
     "instmatt": ArchSpec(InstMattConfig, InstMatt, _instmatt_objective),
+    "ftpvm": ArchSpec(FTPVMConfig, FTPVMBaseline, ftpvm_objective),
+    "otvm": ArchSpec(OTVMConfig, OTVMBaseline, otvm_objective),
 }
 
 
@@ -80,6 +84,10 @@ def detect_arch(state_dict: dict[str, torch.Tensor]) -> str:
         return "maggie_image"
     if "lpn.decoder.p0x.layers.0.weight" in state_dict and "shm.decoder.conv_p8x.weight" in state_dict:
         return "sparsemat"
+    if "backbone.backbone.conv_stem.weight" in state_dict and "trimap_fuse.gated_convs.0.0.conv.weight" in state_dict:
+        return "ftpvm"
+    if "NET.encoder.conv1.weight" in state_dict and "trimap.model.Encoder_M.conv1_m.weight" in state_dict:
+        return "otvm"
     stem = state_dict.get("encoder.conv1.module.weight_bar")
     if "refiner.split.weight" in state_dict:
         return "instmatt"

@@ -84,8 +84,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
+    for nest in ("model", "network"):  # training checkpoints (FTP-VM's keep the weights under "network")
+        if isinstance(obj, dict) and nest in obj and isinstance(obj[nest], dict):
+            obj = obj[nest]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: does not hold a state_dict of tensors")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}

@@ -76,7 +76,7 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
     return _blur(up, 4.0)
 
 
-def _band_pass(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+def band_pass(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Laplacian-pyramid levels of ``x [M, C, H, W]``, finest first; stops below 3 px (too small to blur)."""
     bands = []
     for _ in range(levels):
@@ -101,7 +101,7 @@ def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, l
     g = gt.reshape(-1, 1, *gt.shape[-2:])
     w = weight.reshape(-1, 1, *weight.shape[-2:])
     total = pred.new_zeros(())
-    for lp, lg in zip(_band_pass(p, levels), _band_pass(g, levels), strict=True):
+    for lp, lg in zip(band_pass(p, levels), band_pass(g, levels), strict=True):
         total = total + 3.0 * (torch.abs(lp - lg) * w).sum() / (w.sum() + 1e-6)
         w = w[:, :, ::2, ::2]
     return total
@@ -115,7 +115,7 @@ def pyramid_l1(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor, level
     the weight map by taking every other pixel.  Levels below 3 px (too small to blur) are skipped."""
     total = pred.new_zeros(())
     w = weight
-    for i, (lp, lg) in enumerate(zip(_band_pass(pred, levels), _band_pass(gt, levels), strict=True)):
+    for i, (lp, lg) in enumerate(zip(band_pass(pred, levels), band_pass(gt, levels), strict=True)):
         total = total + (2 ** i) * weighted_l1(lp, lg, w)
         w = w[:, :, ::2, ::2]
     return total
