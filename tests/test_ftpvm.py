@@ -243,17 +243,18 @@ def test_adapter_eval_equals_forward_clip_per_instance(model):
         out_first = model(image, mask, first_alpha=alpha[:, 0])["alpha"]
         rgb = unnormalize(image[0])
         width = scale_width(25, 64, 576)  # the authors' 25 px at 576 p, scaled to the frame
+        dilation = scale_width(15, 64, 576)  # MaGGIe's 15 px at 576 p, likewise
         for slot in (0, 2):
             ref = model.forward_clip(rgb, trimap_from_alpha(mask[0, 0, slot], width))[:, 0]
             torch.testing.assert_close(out[0, :, slot], ref, rtol=0, atol=1e-5)
-            ref = model.forward_clip(rgb, memory_trimap_maggie(alpha[0, 0, slot]))[:, 0]
+            ref = model.forward_clip(rgb, memory_trimap_maggie(alpha[0, 0, slot], dilation))[:, 0]
             torch.testing.assert_close(out_first[0, :, slot], ref, rtol=0, atol=1e-5)
     assert out.shape == out_first.shape == (1, 3, 3, 64, 96)
     assert (out[:, :, 1] == 0).all() and (out_first[:, :, 1] == 0).all()
     assert (out[:, :, [0, 2]] > 0.5).float().mean() > 0.05  # the instances are matted, not blank
     assert (out - out_first).abs().max() > 1e-2  # the two memories differ, so the comparison is not vacuous
     _, _, trimaps = model.memory_trimaps(mask[:, 0], alpha[:, 0])
-    assert torch.equal(trimaps, memory_trimap_maggie(alpha[0, 0, [0, 2]]))
+    assert torch.equal(trimaps, memory_trimap_maggie(alpha[0, 0, [0, 2]], dilation))
 
 
 @pytest.fixture(scope="module")

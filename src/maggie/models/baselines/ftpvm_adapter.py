@@ -51,6 +51,7 @@ class FTPVMConfig:
     arch: str = "ftpvm"
     trimap_width: int = EVAL_TRIMAP_WIDTH  # eval memory trimap from a mask: this width ...
     trimap_ref_size: int = EVAL_REF_SIZE  # ... at this short side, scaled to the frame's
+    memory_dilation: int = 15  # eval memory trimap from an alpha: MaGGIe's dilation of its soft pixels (at 576 p)
     train_widths: tuple[int, int] = TRAIN_TRIMAP_WIDTHS  # training: the authors' odd widths ...
     train_ref_size: int = TRAIN_REF_SIZE  # ... on crops of this size, scaled to the crop's short side
     min_width: int = 3
@@ -142,10 +143,11 @@ class FTPVMBaseline(FTPVM):
     def memory_trimaps(self, guidance0: Tensor, first_alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Frame-0 guidance ``[B, N, H, W]`` -> (rows, slots, eval memory trimaps ``[R, H, W]``)."""
         rows, slots = self.instances(guidance0)
-        if first_alpha is not None:
-            return rows, slots, memory_trimap_maggie(first_alpha[rows, slots])
-        width = scale_width(self.cfg.trimap_width, min(guidance0.shape[-2:]), self.cfg.trimap_ref_size,
-                            self.cfg.min_width)
+        size = min(guidance0.shape[-2:])
+        if first_alpha is not None:  # MaGGIe's script ran at a 576 px short side: the same band, scaled
+            dilation = scale_width(self.cfg.memory_dilation, size, self.cfg.trimap_ref_size, self.cfg.min_width)
+            return rows, slots, memory_trimap_maggie(first_alpha[rows, slots], dilation)
+        width = scale_width(self.cfg.trimap_width, size, self.cfg.trimap_ref_size, self.cfg.min_width)
         return rows, slots, trimap_from_alpha(guidance0[rows, slots], width)
 
     @torch.no_grad()
