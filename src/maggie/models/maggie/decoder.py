@@ -20,6 +20,7 @@ from maggie.models.maggie.temporal import ConvGRU
 from maggie.models.ops.blocks import make_decoder_layer, to_alpha
 from maggie.models.ops.morphology import compute_unknown, gaussian_smoothing_reference
 from maggie.models.ops.spectral_norm import sn_conv1x1, sn_conv3x3
+from maggie.models.ops.tile_conv import LazyBranch
 
 
 @dataclass
@@ -116,8 +117,8 @@ class MaggieDecoder(SparseRefiner):
         if not self.training and detail.sum() == 0:
             zeros = detail.new_zeros(bt, n, h, w)
             return zeros, zeros.clone()
-        fea1, fea2, fea3 = shortcuts[:3]
         mode = "dense" if torch.onnx.is_in_onnx_export() else self.refine_mode
+        fea1, fea2, fea3 = (f.dense() if isinstance(f, LazyBranch) and mode != "sparse" else f for f in shortcuts[:3])
         logits4, logits1 = self.refine_logits(detail.reshape(bt * n, h, w) > 0, feat8, kernels, (fea1, fea2, fea3),
                                         n, mode=mode)
         logits4 = F.interpolate(logits4.reshape(bt, n, h // 4, w // 4), scale_factor=4.0, mode="bilinear",

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maggie.models.ops.spectral_norm import SNConv2d, sn_conv1x1, sn_conv3x3
+from maggie.models.ops.tile_conv import LazyBranch
 
 ENCODER_CHANNELS = {"os1": 32, "os2": 32, "os4": 64, "os8": 128, "os16": 256, "os32": 512}
 
@@ -100,10 +101,15 @@ class ShortcutEncoder(nn.Module):
         emb = emb.sum(1) / (covered.sum(1) + 1e-6)
         return emb.permute(0, 3, 1, 2)
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """image ``[B, 3, H, W]``, masks ``[B, num_mask, H, W]`` (padded with empty slots)."""
+    def forward(self, image: torch.Tensor, masks: torch.Tensor, lazy: int = 0) -> tuple[torch.Tensor, dict]:
+        """image ``[B, 3, H, W]``, masks ``[B, num_mask, H, W]`` (padded with empty slots).
+
+        ``lazy``: the first ``lazy`` shortcut branches come back unevaluated (``LazyBranch``), for a decoder that
+        reads them only at its uncertain pixels (MaGGIe's tiled refinement)."""
         guide = self.embed_masks(masks) if self.num_embed > 0 else masks
         x = torch.cat([image, guide.to(image.dtype)], dim=1)
+        if not self.training:  # oneDNN's own layout: no reorder around every convolution (inference only)
+            x = x.contiguous(memory_format=torch.channels_last)
         out = F.relu(self.bn1(self.conv1(x)))
         x1 = F.relu(self.bn2(self.conv2(out)))
         out = F.relu(self.bn3(self.conv3(x1)))
@@ -111,5 +117,6 @@ class ShortcutEncoder(nn.Module):
         x3 = self.layer2(x2)
         x4 = self.layer3(x3)
         out = self.layer_bottleneck(x4)
-        shortcuts = tuple(branch(f) for branch, f in zip(self.shortcut, (x, x1, x2, x3, x4), strict=True))
+        shortcuts = tuple(LazyBranch(branch, f) if i < lazy else branch(f)
+                          for i, (branch, f) in enumerate(zip(self.shortcut, (x, x1, x2, x3, x4), strict=True)))
         return out, {"shortcut": shortcuts, "image": image}

@@ -124,7 +124,10 @@ class MaGGIe(nn.Module):
         enc_mask = mask.flatten(0, 1)
         if enc_mask.shape[1] < self.cfg.max_inst and self.cfg.num_embed == 0:
             enc_mask = F.pad(enc_mask, (0, 0, 0, 0, 0, self.cfg.max_inst - enc_mask.shape[1]))
-        feats, mid = self.encoder(image.flatten(0, 1), enc_mask)
+        # Evaluating the tiled refinement, the OS1..OS4 shortcut branches (read only by it) run on its tiles.
+        lazy = 3 if not self.training and self.decoder.refine_mode == "sparse" and not torch.onnx.is_in_onnx_export() \
+            else 0
+        feats, mid = self.encoder(image.flatten(0, 1), enc_mask, lazy=lazy)
         feats = self.aspp(feats)
         dec = self.decoder(feats, mid, b, t, mask, state)
         out = {}

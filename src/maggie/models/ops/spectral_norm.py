@@ -39,12 +39,38 @@ class _SNWeights(nn.Module):
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
 
     iterate_in_eval = True
+    _cache: tuple | None = None
+    _calls: int | None = None  # calls in the current no-grad evaluation forward (None outside one)
+
+    def _cached_weight(self) -> torch.Tensor:
+        """The weight the ``_calls``-th power iteration of an evaluation forward gives, computed once.
+
+        An evaluation forward starts from the stored ``u``/``v`` and restores them on exit, so its k-th call of
+        this layer always sees the same weight; inference computes it once (without writing ``u``/``v``) until
+        the weights or vectors change.  A layer called twice in one forward (the video network's change head)
+        gets the second iteration's weight the second time, as the reference does."""
+        w = self.weight_bar
+        key = (w._version, w.data_ptr(), self.weight_u._version, self.weight_u.data_ptr(), w.dtype)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, [], self.weight_u.to(w.dtype))
+        weights, k = self._cache[1], self._calls
+        self._calls += 1
+        w_mat = w.reshape(w.shape[0], -1)
+        while len(weights) <= k:
+            u = self._cache[2]
+            v = _l2normalize(torch.mv(w_mat.t(), u))
+            u = _l2normalize(torch.mv(w_mat, v))
+            weights.append(w / u.dot(w_mat.mv(v)))
+            self._cache = (key, weights, u)
+        return weights[k]
 
     def normalised_weight(self) -> torch.Tensor:
         w = self.weight_bar
         height = w.shape[0]
         if not self.training and not self.iterate_in_eval:
             return w / self.weight_u.dot(w.reshape(height, -1).mv(self.weight_v))
+        if not self.training and self._calls is not None and not torch.is_grad_enabled():
+            return self._cached_weight()
         w_mat = w.detach().reshape(height, -1)
         with torch.no_grad():
             v = _l2normalize(torch.mv(w_mat.t(), self.weight_u.to(w.dtype)))
@@ -99,7 +125,20 @@ def sn_conv1x1(in_channels: int, out_channels: int) -> SNConv2d:
 
 @contextlib.contextmanager
 def preserved_power_iteration(model: nn.Module) -> Iterator[None]:
-    """Restore every spectral-norm ``u``/``v`` of ``model`` on exit (evaluation forwards)."""
+    """Restore every spectral-norm ``u``/``v`` of ``model`` on exit (evaluation forwards).
+
+    Without gradients an evaluation forward writes no ``u``/``v`` (``normalised_weight`` uses its cached weight),
+    and leaving them untouched keeps that cache valid."""
+    if not torch.is_grad_enabled() and not model.training:
+        layers = [m for m in model.modules() if isinstance(m, _SNWeights)]
+        for m in layers:
+            m._calls = 0
+        try:
+            yield
+        finally:
+            for m in layers:
+                m._calls = None
+        return
     saved = [(m, m.weight_u.clone(), m.weight_v.clone()) for m in model.modules() if isinstance(m, _SNWeights)]
     try:
         yield

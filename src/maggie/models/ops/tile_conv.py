@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from maggie.models.ops.sparse_conv import DenseLevel, SparseInverseConv2d, SubMConv2d
+from maggie.models.ops.spectral_norm import SNConv2d
 
 DEFAULT_TILE = 32  # px at the finest level: 4 px at OS8, where only per-site layers run
 
@@ -70,6 +71,51 @@ class TileGrid:
         return view[torch.div(bi, group, rounding_mode="floor"), ty, tx]
 
 
+class LazyBranch:
+    """A dense per-frame branch (3x3 convolutions with zero padding, per-pixel layers between them) whose output
+    only the refinement reads, at its uncertain pixels: computed on the tiles that hold them, not the whole map.
+
+    The MaGGIe encoder's full-resolution shortcut branches feed nothing but the refinement; at OS1 the first one
+    alone was a third of a 512 x 512 encoder pass.  ``tiles`` evaluates the branch on each needed tile with the
+    halo its convolutions read (zero outside the image, as their padding), so the values equal the dense map's.
+    """
+
+    def __init__(self, branch: torch.nn.Sequential, x: torch.Tensor):
+        convs = [m for m in branch if isinstance(m, SNConv2d)]
+        if any(m.stride != 1 or m.padding != 1 or m.module.weight_bar.shape[-1] != 3 for m in convs):
+            raise ValueError("a lazy branch takes 3x3 convolutions of stride 1 and padding 1")
+        self.branch, self.x, self.halo = branch, x, len(convs)
+
+    def dense(self) -> torch.Tensor:
+        return self.branch(self.x)
+
+    def tiles(self, grid: TileGrid, t: int, group: int) -> torch.Tensor:
+        """The branch's output on the grid's tiles ``[K, C, t, t]`` (item ``i`` reads frame ``i // group``)."""
+        x, r = self.x, self.halo
+        h, w = x.shape[-2:]
+        bi, ty, tx = grid.coords.unbind(1)
+        key = (torch.div(bi, group, rounding_mode="floor") * grid.rows + ty) * grid.cols + tx
+        needed, inverse = torch.unique(key, return_inverse=True)  # a frame's tiles, shared by its people
+        cells = grid.rows * grid.cols
+        frame = torch.div(needed, cells, rounding_mode="floor")
+        rows, cols = (needed % cells) // grid.cols, needed % grid.cols
+        size = t + 2 * r
+        padded = F.pad(x, (r, grid.cols * t - w + r, r, grid.rows * t - h + r))
+        y = padded.unfold(2, size, t).unfold(3, size, t).permute(0, 2, 3, 1, 4, 5)[frame, rows, cols]
+        for m in self.branch:
+            if not isinstance(m, SNConv2d):
+                y = m(y)
+                continue
+            if r < self.halo:  # an inner map: outside the image it is the convolution's zero padding
+                offsets = torch.arange(-r, t + r, device=x.device)
+                ys, xs = rows[:, None] * t + offsets, cols[:, None] * t + offsets
+                inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+                y = y * inside[:, None].to(y.dtype)
+            y = F.conv2d(y, m.module.normalised_weight(), m.module.bias)  # valid: the halo is the padding
+            r -= 1
+        return y[inverse]
+
+
 class TileLevel(DenseLevel):
     """Features of one level as the grid's tiles ``[K, C, t, t]``, zero at inactive sites."""
 
@@ -107,7 +153,9 @@ class TileLevel(DenseLevel):
         out = F.conv_transpose2d(coarse.halo(coarse_x), weight, stride=2)
         return self.apply_mask(out[:, :, 3:3 + self.t, 3:3 + self.t])
 
-    def gather(self, dense: torch.Tensor, group: int) -> torch.Tensor:
+    def gather(self, dense: torch.Tensor | LazyBranch, group: int) -> torch.Tensor:
+        if isinstance(dense, LazyBranch):
+            return self.apply_mask(dense.tiles(self.grid, self.t, group))
         return self.apply_mask(self.grid.extract(dense, self.t, group))
 
     def per_item(self, values: torch.Tensor) -> torch.Tensor:

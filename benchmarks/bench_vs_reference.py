@@ -1,0 +1,239 @@
+"""Side by side with the authors' code: the same weights, the same inputs, the eval forward of the image
+network on a CPU, ours against ``hmchuong/MaGGIe`` (spconv).  A benchmark, not a test.
+
+    python benchmarks/bench_vs_reference.py --setup-venv ../refvenv            # once: torch 2.13.0 + spconv 2.3.8
+    python benchmarks/bench_vs_reference.py --reference /path/to/MaGGIe --reference-python ../refvenv/bin/python
+
+``--reference`` is a checkout of the authors' repository (imported unedited by ``reference_maggie.py``, in
+its own virtual environment).  First both networks run the shared parity case (``../shared/parity``,
+the network's own uncertain region, one thread: spconv's CPU convolutions are not deterministic on two)
+and their mattes are compared with each other and with the fixture.  Then every case: an image, the first
+``n`` of ten person-shaped boxes as masks, and a band across each person's mask edge as the uncertain
+region (both networks refine exactly those pixels; the bands' total area is the case's fraction of the
+image).  Each side runs in a fresh process per case: median of ``--repeats`` timed forwards after
+``--warmup``, peak RSS (imports, model and weights included), outputs compared.  Ours runs each
+refinement backend of ``--modes``.  Writes ``benchmarks/bench_vs_reference.json`` and ``.png`` and prints
+the table of the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PARITY = REPO.parent / "shared" / "parity"
+# (height, width, people, uncertain fraction of the image): the cases of issue 19, and 1 vs 10 people at
+# the same uncertain area at 576 x 1024.
+CASES = [(512, 512, 1, 0.002), (512, 512, 5, 0.57), (512, 512, 10, 0.04), (576, 1024, 5, 0.55),
+         (576, 1024, 1, 0.04), (576, 1024, 10, 0.04)]
+VENV_PACKAGES = ["spconv==2.3.8", "yacs", "opencv-python-headless", "kornia==0.6.12", "fvcore", "huggingface_hub",
+                 "safetensors", "numpy"]
+
+
+def person_boxes(h: int, w: int, n: int) -> np.ndarray:
+    """The first ``n`` of ten tall side-by-side boxes (``bench_methods.inputs``), ``[n, h, w]``."""
+    masks = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        x0 = int(i * w / 10)
+        masks[i, h // 6: h - h // 8, x0 + w // 60: x0 + w // 10 - w // 60] = 1.0
+    return masks
+
+
+def edge_bands(masks: np.ndarray, fraction: float) -> tuple[np.ndarray, float]:
+    """Per person a band across its mask edge (outside ceil(k/2) px, inside k // 2), the width k whose bands
+    add up closest to ``fraction`` of the image; returns the bands and their fraction."""
+    outside = np.stack([cv2.distanceTransform((1 - m).astype(np.uint8), cv2.DIST_L2, 5) for m in masks])
+    inside = np.stack([cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) for m in masks])
+    best = None
+    for k in range(1, 400):
+        band = ((outside > 0) & (outside <= (k + 1) // 2)) | ((inside > 0) & (inside <= k // 2))
+        f = band.sum() / masks[0].size
+        if best is None or abs(f - fraction) < abs(best[1] - fraction):
+            best = (band.astype(np.float32), float(f))
+        if f > fraction:
+            break
+    return best
+
+
+def write_case(path: Path, h: int, w: int, n: int, fraction: float) -> float:
+    image = np.random.default_rng(0).standard_normal((1, 1, 3, h, w)).astype(np.float32)
+    masks = person_boxes(h, w, n)
+    bands, got = edge_bands(masks, fraction)
+    np.savez(path, image=image, mask=masks[None, None], detail=bands[None, None])
+    return got
+
+
+def run_ours(inputs: Path, weights: Path, mode: str, threads: int, warmup: int, repeats: int, fixed: bool,
+             out: Path) -> dict:
+    """One case in this process (``--child``)."""
+    import torch
+
+    from maggie.models import load_model
+
+    torch.set_num_threads(threads)
+    model = load_model(str(weights), refine_mode=mode)
+    data = np.load(inputs)
+    image, mask = torch.from_numpy(data["image"]), torch.from_numpy(data["mask"])
+    if fixed:
+        detail = torch.from_numpy(data["detail"]).flatten(0, 1)
+        model.decoder.detail_region = lambda alpha8, guide: (alpha8, detail)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            result = model(image, mask)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    np.savez_compressed(out, alpha=result["alpha"].numpy(), detail=result["detail_mask"].numpy())
+    return {"median_ms": round(1000 * float(np.median(times)), 1), "times_ms": [round(1000 * t, 1) for t in times],
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "threads": torch.get_num_threads()}
+
+
+def child(cmd: list[str]) -> dict:
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode != 0:
+        raise SystemExit(f"bench_vs_reference: {' '.join(cmd[:3])} ... failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def diff(a: Path, b: Path) -> dict:
+    x, y = np.load(a)["alpha"].astype(np.float64), np.load(b)["alpha"].astype(np.float64)
+    d = np.abs(x - y)
+    return {"mean_abs": float(d.mean()), "max_abs": float(d.max()), "share_over_1e-2": float((d > 1e-2).mean())}
+
+
+def setup_venv(folder: Path) -> int:
+    """A virtual environment for the authors' code: the CPU torch first (pinned), then spconv's CPU build."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + VENV_PACKAGES, check=True)
+    print(f"reference environment ready: {folder / 'bin' / 'python'}")
+    return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from maggie.files import write_figure
+
+    labels = [r["case"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=100)
+    keys = ["reference_ms"] + [k for k in rows[0] if k.startswith("ours_") and k.endswith("_ms")]
+    x = np.arange(len(rows))
+    for i, k in enumerate(keys):
+        ax.bar(x + (i - len(keys) / 2 + 0.5) * 0.8 / len(keys), [r[k] for r in rows], 0.8 / len(keys),
+               label=k.removesuffix("_ms").replace("_", " "))
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("eval forward (ms)")
+    ax.legend(fontsize=7)
+    write_figure(path, fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", type=Path, help="a checkout of hmchuong/MaGGIe")
+    ap.add_argument("--reference-python", default=None, help="python of the reference's environment")
+    ap.add_argument("--setup-venv", type=Path, default=None, help="make the reference's environment here and stop")
+    ap.add_argument("--modes", nargs="+", default=["sparse", "dense"], choices=["sparse", "rulebook", "dense"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", nargs="*", type=int, default=None, help="case indices to run")
+    ap.add_argument("--out", type=Path, default=HERE / "bench_vs_reference.json")
+    ap.add_argument("--weights", type=Path, default=REPO / "pretrain" / "maggie_default_image.safetensors",
+                    help="for the timed cases (official layout): trained weights give mattes as in use")
+    ap.add_argument("--child", nargs=7, metavar=("INPUTS", "WEIGHTS", "MODE", "THREADS", "WARMUP", "REPEATS", "OUT"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--fixed", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        inputs, weights, mode, threads, warmup, repeats, out = args.child
+        print(json.dumps(run_ours(Path(inputs), Path(weights), mode, int(threads), int(warmup), int(repeats),
+                                  args.fixed, Path(out))))
+        return 0
+    if args.setup_venv:
+        return setup_venv(args.setup_venv)
+    if args.reference is None or not (args.reference / "maggie" / "network").is_dir():
+        print("bench_vs_reference: error: --reference must be a checkout of hmchuong/MaGGIe", file=sys.stderr)
+        return 2
+    ref_python = args.reference_python or sys.executable
+    parity_weights = PARITY / "maggie_image_weights.safetensors"
+    me = [sys.executable, str(Path(__file__).resolve())]
+    shown = args.weights.relative_to(REPO) if args.weights.is_relative_to(REPO) else args.weights
+    result: dict = {"weights": str(shown),
+                    "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats, "cases": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(os.environ.get("BENCH_KEEP", tmp))
+        # 1. Same mattes on the authors' parity case (one thread), the network choosing its own region.
+        fixture = PARITY / "image_3inst.npz"
+        ref_out = tmp / "ref_fixture.npz"
+        child([ref_python, str(HERE / "reference_maggie.py"), "--reference", str(args.reference.resolve()),
+               "--weights", str(parity_weights), "--inputs", str(fixture), "--out", str(ref_out), "--threads", "1"])
+        parity = {}
+        for mode in args.modes:
+            ours_out = tmp / f"ours_fixture_{mode}.npz"
+            child(me + ["--child", str(fixture), str(parity_weights), mode, "1", "0", "1", str(ours_out)])
+            truth = np.load(fixture)["out_refined_masks"]
+            np.savez(tmp / "truth.npz", alpha=truth)
+            parity[mode] = {"vs_reference": diff(ours_out, ref_out), "vs_fixture": diff(ours_out, tmp / "truth.npz")}
+        parity["reference_vs_fixture"] = diff(ref_out, tmp / "truth.npz")
+        result["parity"] = parity
+        print("parity (mean abs diff of the final mattes):", json.dumps(parity))
+        # 2. The timed cases.
+        for i, (h, w, n, fraction) in enumerate(CASES):
+            if args.only is not None and i not in args.only:
+                continue
+            inputs = tmp / f"case{i}.npz"
+            got = write_case(inputs, h, w, n, fraction)
+            row = {"case": f"{h}x{w}, {n} {'person' if n == 1 else 'people'} ({100 * got:.1f}%)", "height": h,
+                   "width": w, "people": n, "uncertain_fraction": round(got, 4)}
+            ref_out = tmp / f"ref{i}.npz"
+            ref = child([ref_python, str(HERE / "reference_maggie.py"), "--reference", str(args.reference.resolve()),
+                         "--weights", str(args.weights), "--inputs", str(inputs), "--out", str(ref_out),
+                         "--fixed-detail",
+                         "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)])
+            row.update(reference_ms=ref["median_ms"], reference_rss_mb=ref["peak_rss_mb"])
+            for mode in args.modes:
+                ours_out = tmp / f"ours{i}_{mode}.npz"
+                ours = child(me + ["--child", str(inputs), str(args.weights), mode, str(args.threads), str(args.warmup),
+                                   str(args.repeats), str(ours_out), "--fixed"])
+                row.update({f"ours_{mode}_ms": ours["median_ms"], f"ours_{mode}_rss_mb": ours["peak_rss_mb"],
+                            f"ours_{mode}_vs_reference": ours["median_ms"] / ref["median_ms"],
+                            f"ours_{mode}_mean_abs_diff": diff(ours_out, ref_out)["mean_abs"]})
+            result["cases"].append(row)
+            print(json.dumps(row), flush=True)
+    from maggie.files import write_json
+
+    write_json(args.out, result)
+    if result["cases"]:
+        plot(result["cases"], args.out.with_suffix(".png"))
+    modes = args.modes
+    print("\n| case | official (spconv) | " + " | ".join(f"ours {m}" for m in modes) + " | ours sparse / official |")
+    print("| --- | --- | " + " | ".join("---" for _ in modes) + " | --- |")
+    for r in result["cases"]:
+        cells = [f"{r[f'ours_{m}_ms']:.0f} ms, {r[f'ours_{m}_rss_mb']:.0f} MB" for m in modes]
+        ratio = f"{r['ours_sparse_vs_reference']:.2f}x" if "ours_sparse_vs_reference" in r else ""
+        print(f"| {r['case']} | {r['reference_ms']:.0f} ms, {r['reference_rss_mb']:.0f} MB | " + " | ".join(cells)
+              + f" | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
