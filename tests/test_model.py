@@ -42,7 +42,7 @@ def run(model, image, mask, mode):
         return model(image, mask)
 
 
-@pytest.mark.parametrize("mode", ["sparse", "rulebook"])
+@pytest.mark.parametrize("mode", ["sparse", "tiles", "rulebook"])
 @pytest.mark.parametrize("size,n", [((96, 128), 1), ((128, 96), 4), ((160, 224), 3)])
 def test_sparse_backends_equal_dense_image(image_weights, size, n, mode):
     """Tiles (``sparse``) and the per-site rulebook compute the masked dense path's function."""
@@ -56,7 +56,7 @@ def test_sparse_backends_equal_dense_image(image_weights, size, n, mode):
     assert sparse["alpha"].shape == (1, 1, n, *size)
 
 
-@pytest.mark.parametrize("mode", ["sparse", "rulebook"])
+@pytest.mark.parametrize("mode", ["sparse", "tiles", "rulebook"])
 @pytest.mark.parametrize("t", [2, 4])
 def test_sparse_backends_equal_dense_video(video_weights, t, mode):
     model = load_model(video_weights)
@@ -76,7 +76,7 @@ def test_sparse_backends_train_alike(image_weights):
     mask = torch.cat([blob_masks(1, 3, 64, 96, seed=s) for s in (1, 2)])
     mask = torch.nn.functional.pad(mask, (0, 0, 0, 0, 0, 7))  # training takes all 10 slots
     grads, stats = {}, {}
-    for mode in ("sparse", "rulebook", "dense"):
+    for mode in ("tiles", "rulebook", "dense"):
         model = load_model(image_weights, refine_mode=mode).train()
         for m in model.modules():  # dropout would draw different masks for differently laid-out features
             if isinstance(m, torch.nn.Dropout):
@@ -87,11 +87,21 @@ def test_sparse_backends_train_alike(image_weights):
         grads[mode] = {k: p.grad.clone() for k, p in model.named_parameters()
                        if p.grad is not None and k.startswith("decoder.layer")}
         stats[mode] = model.decoder.layer5[1].running_var.clone()
-    assert grads["sparse"], "no refinement parameter got a gradient"
+    assert grads["tiles"], "no refinement parameter got a gradient"
     for mode, tol in (("dense", 1e-3), ("rulebook", 5e-2)):  # rulebook: torch's BatchNorm1d sums another way
-        for k, g in grads["sparse"].items():
+        for k, g in grads["tiles"].items():
             assert (g - grads[mode][k]).abs().max() <= tol * g.abs().max() + 1e-9, (mode, k)
-        assert torch.allclose(stats["sparse"], stats[mode], rtol=1e-4), mode
+        assert torch.allclose(stats["tiles"], stats[mode], rtol=1e-4), mode
+
+
+def test_downsample_sites_is_a_strided_max_pool():
+    from maggie.models.ops.sparse_conv import downsample_sites
+
+    g = torch.Generator().manual_seed(5)
+    for h, w in ((16, 16), (15, 17), (1, 1), (64, 33)):
+        active = torch.rand(3, h, w, generator=g) > 0.9
+        ref = torch.nn.functional.max_pool2d(active[:, None].float(), 3, 2, 1)[:, 0] > 0
+        assert torch.equal(downsample_sites(active), ref), (h, w)
 
 
 def test_tile_grid_keeps_only_tiles_with_active_sites():
@@ -242,10 +252,11 @@ def test_compute_unknown_matches_opencv():
         ref = [cv2.dilate(((a > 1 / 255) & (a < 254 / 255)).astype(np.uint8), ellipse_kernel(k // 2)) for a in alpha]
         ours = compute_unknown(torch.from_numpy(alpha), k).numpy()
         assert (ours == np.stack(ref)).all(), k
-    for size in (2, 4, 6):
-        u = g.random((30, 30)) > 0.95
+    for size in range(2, 32):  # every row run and anchor case, sites at the borders included
+        u = g.random((30, 37)) > 0.95
+        u[0, 0] = u[-1, -1] = True
         ref = cv2.dilate(u.astype(np.uint8), ellipse_kernel(size))
-        assert (dilate(torch.from_numpy(u)[None], size)[0].numpy() == ref).all()
+        assert (dilate(torch.from_numpy(u)[None], size)[0].numpy() == ref).all(), size
 
 
 def test_identical_masks_run_as_one_instance_and_share_its_matte():

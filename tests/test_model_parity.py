@@ -26,7 +26,7 @@ def weights(parity_dir, video: bool) -> dict[str, torch.Tensor]:
     return sd
 
 
-@pytest.mark.parametrize("mode", ["sparse", "rulebook", "dense"])
+@pytest.mark.parametrize("mode", ["sparse", "tiles", "rulebook", "dense"])
 def test_image_parity(parity_dir, mode):
     model = load_model(weights(parity_dir, False), refine_mode=mode)
     assert model.cfg.arch == "maggie_image"
@@ -37,7 +37,7 @@ def test_image_parity(parity_dir, mode):
         assert_parity(out[ours], case[ref], ours)
 
 
-@pytest.mark.parametrize("mode", ["sparse", "rulebook", "dense"])
+@pytest.mark.parametrize("mode", ["sparse", "tiles", "rulebook", "dense"])
 def test_video_parity(parity_dir, mode):
     model = load_model(weights(parity_dir, True), refine_mode=mode)
     assert model.cfg.arch == "maggie_video"

@@ -27,7 +27,7 @@ def outputs():
     return np.load(HERE / "video_clips.npz")
 
 
-@pytest.mark.parametrize("mode", ["sparse", "rulebook", "dense"])
+@pytest.mark.parametrize("mode", ["sparse", "tiles", "rulebook", "dense"])
 @pytest.mark.parametrize("name,frames,people", fixture.CASES)
 def test_video_clip_parity(parity_dir, outputs, mode, name, frames, people):
     model = load_model(weights(parity_dir, True), refine_mode=mode)

@@ -118,7 +118,7 @@ class MaggieDecoder(SparseRefiner):
             zeros = detail.new_zeros(bt, n, h, w)
             return zeros, zeros.clone()
         mode = "dense" if torch.onnx.is_in_onnx_export() else self.refine_mode
-        fea1, fea2, fea3 = (f.dense() if isinstance(f, LazyBranch) and mode != "sparse" else f for f in shortcuts[:3])
+        fea1, fea2, fea3 = (f.dense() if isinstance(f, LazyBranch) and mode == "dense" else f for f in shortcuts[:3])
         logits4, logits1 = self.refine_logits(detail.reshape(bt * n, h, w) > 0, feat8, kernels, (fea1, fea2, fea3),
                                         n, mode=mode)
         logits4 = F.interpolate(logits4.reshape(bt, n, h // 4, w // 4), scale_factor=4.0, mode="bilinear",

@@ -21,9 +21,10 @@ from maggie.models.ops.blocks import xavier_init
 from maggie.models.ops.spectral_norm import preserved_power_iteration
 
 ARCHS = ("maggie_image", "maggie_video")
-# How the refinement runs: on the tiles holding uncertain pixels (sparse), per site with neighbour gathers
-# (rulebook, spconv's scheme), or on full masked maps (dense: for export); all compute the same function.
-REFINE_MODES = ("sparse", "rulebook", "dense")
+# How the refinement runs: on the tiles holding uncertain pixels (tiles), per site with neighbour gathers
+# (rulebook, spconv's scheme), whichever suits the region (sparse: tiles where the uncertain pixels fill
+# them, else per site), or on full masked maps (dense: for export); all compute the same function.
+REFINE_MODES = ("sparse", "tiles", "rulebook", "dense")
 
 
 @dataclass
@@ -125,7 +126,7 @@ class MaGGIe(nn.Module):
         if enc_mask.shape[1] < self.cfg.max_inst and self.cfg.num_embed == 0:
             enc_mask = F.pad(enc_mask, (0, 0, 0, 0, 0, self.cfg.max_inst - enc_mask.shape[1]))
         # Evaluating the tiled refinement, the OS1..OS4 shortcut branches (read only by it) run on its tiles.
-        lazy = 3 if not self.training and self.decoder.refine_mode == "sparse" and not torch.onnx.is_in_onnx_export() \
+        lazy = 3 if not self.training and self.decoder.refine_mode != "dense" and not torch.onnx.is_in_onnx_export() \
             else 0
         feats, mid = self.encoder(image.flatten(0, 1), enc_mask, lazy=lazy)
         feats = self.aspp(feats)

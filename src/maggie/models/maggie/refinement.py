@@ -23,6 +23,10 @@ from maggie.models.ops.sparse_conv import (
 )
 from maggie.models.ops.tile_conv import TileGrid
 
+# Below this share of uncertain pixels in their tiles (thin bands), the per-site rulebook costs less than dense
+# convolutions over the tiles (measured: benchmarks/README.md, "Inference against the reference").
+TILE_MIN_FILL = 0.35
+
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
@@ -90,8 +94,11 @@ class SparseRefiner(nn.Module):
         s2 = downsample_sites(s1)
         s4 = downsample_sites(s2)
         s8 = downsample_sites(s4)
-        if mode == "sparse":  # dense convolutions on the tiles that hold active sites (models/ops/tile_conv)
-            l1, l2, l4, l8 = TileGrid([s1, s2, s4, s8]).levels
+        grid = TileGrid([s1, s2, s4, s8]) if mode in ("sparse", "tiles") else None
+        if mode == "sparse":  # tiles where they are mostly uncertain; thin bands per site
+            mode = "tiles" if grid.fill(s1) >= TILE_MIN_FILL else "rulebook"
+        if mode == "tiles":  # dense convolutions on the tiles that hold active sites (models/ops/tile_conv)
+            l1, l2, l4, l8 = grid.levels
         else:  # rulebook: per-site neighbour gathers (spconv's own scheme); dense: masked full maps
             level_cls = {"rulebook": SparseLevel, "dense": DenseLevel}[mode]
             l1, l2, l4, l8 = (level_cls(s) for s in (s1, s2, s4, s8))

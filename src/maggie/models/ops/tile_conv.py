@@ -55,6 +55,7 @@ class TileGrid:
         index = torch.full((b, self.rows + 2, self.cols + 2), k, dtype=torch.long, device=used.device)
         bi, ty, tx = self.coords.unbind(1)
         index[bi, ty + 1, tx + 1] = torch.arange(k, device=used.device)
+        self.index = index[:, 1:-1, 1:-1]  # [B, rows, cols]: the tile at each cell, K where none is kept
         # [K, 9]: the tile at each offset, or K (an all-zero tile) where there is none.
         self.neighbours = torch.stack([index[bi, ty + 1 + dy, tx + 1 + dx] for dy, dx in _OFFSETS], dim=1)
         self.levels = [TileLevel(self, active, tile >> level) for level, active in enumerate(actives)]
@@ -62,6 +63,10 @@ class TileGrid:
     @property
     def num_tiles(self) -> int:
         return self.coords.shape[0]
+
+    def fill(self, active: torch.Tensor) -> float:
+        """The share of the kept tiles' pixels that ``active`` (the finest level) holds."""
+        return float(active.sum()) / max(1, self.num_tiles * self.tile * self.tile)
 
     def extract(self, dense: torch.Tensor, t: int, group: int = 1) -> torch.Tensor:
         """The kept tiles ``[K, C, t, t]`` of per-item maps ``[B / group, C, h, w]`` (item ``i`` reads map
@@ -88,6 +93,18 @@ class LazyBranch:
 
     def dense(self) -> torch.Tensor:
         return self.branch(self.x)
+
+    def at_sites(self, active: torch.Tensor, group: int, tile: int = 16) -> torch.Tensor:
+        """The branch's output at the active sites of ``active`` ``[B, h, w]`` (item ``i`` on frame ``i // group``),
+        ``[N, C]`` in ``nonzero`` order: evaluated on the ``tile``-px tiles of the frames that hold such sites."""
+        b, h, w = active.shape
+        frames = active.reshape(b // group, group, h, w).any(1)
+        grid = TileGrid([frames], tile)
+        values = self.tiles(grid, tile, 1)
+        bi, y, x = torch.nonzero(active).unbind(1)
+        ids = grid.index[torch.div(bi, group, rounding_mode="floor"), torch.div(y, tile, rounding_mode="floor"),
+                         torch.div(x, tile, rounding_mode="floor")]
+        return values[ids, :, y % tile, x % tile]
 
     def tiles(self, grid: TileGrid, t: int, group: int) -> torch.Tensor:
         """The branch's output on the grid's tiles ``[K, C, t, t]`` (item ``i`` reads frame ``i // group``)."""
