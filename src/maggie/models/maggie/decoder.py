@@ -35,9 +35,9 @@ class DecoderState:
 def fuse_progressive(alpha8, alpha4, alpha1, detail, train: bool):
     """OS8 everywhere, OS4 in a band around the OS8 uncertainty, OS1 in a thinner band, inside D."""
     w4 = ((compute_unknown(alpha8, 27, train) * detail) > 0).to(alpha8.dtype)
-    alpha = alpha4.to(alpha8.dtype) * w4 + alpha8 * (1 - w4)
+    alpha = torch.where(w4 > 0, alpha4.to(alpha8.dtype), alpha8)  # the blend of 0/1 weights, in one pass
     w1 = ((compute_unknown(alpha, 15, train) * detail) > 0).to(alpha8.dtype)
-    alpha = alpha1.to(alpha8.dtype) * w1 + alpha * (1 - w1)
+    alpha = torch.where(w1 > 0, alpha1.to(alpha8.dtype), alpha)
     return alpha, w4, w1
 
 
@@ -72,13 +72,11 @@ class MaggieDecoder(SparseRefiner):
         if self.training and state is not None and state.gt_alpha is not None:
             gt_masks = (state.gt_alpha > 0).reshape(b, t, n, h, w)
         imd = self.refine_OS8(feat8, masks, gt_masks=gt_masks, temporal=self.temporal_fn(t))
-        logits8 = F.interpolate(imd["logits"], size=(h, w), mode="bilinear", align_corners=False)
-        alpha8 = to_alpha(logits8)
-        valid = masks.flatten(0, 1).sum((2, 3), keepdim=True) > 0
         if self.training:
-            alpha8 = alpha8 * valid
-        else:
-            alpha8 = alpha8[:, :n]
+            logits8 = F.interpolate(imd["logits"], size=(h, w), mode="bilinear", align_corners=False)
+            alpha8 = to_alpha(logits8) * (masks.flatten(0, 1).sum((2, 3), keepdim=True) > 0)
+        else:  # only the people asked for, not every slot
+            alpha8 = to_alpha(F.interpolate(imd["logits"][:, :n], size=(h, w), mode="bilinear", align_corners=False))
 
         guide, use_gt = self.select_guide(alpha8, state)
         alpha8, detail = self.detail_region(alpha8, guide)
