@@ -56,6 +56,7 @@ def test_sparsemat_mgm_and_instmatt_train_through_the_engine(tiny):
     mgm = tiny / "models/baselines/mgm"
     assert (mgm / "video/best.safetensors").read_bytes() == (mgm / "image/best.safetensors").read_bytes()
     assert json.loads((mgm / "video/train_summary.json").read_text())["steps"] == 0
+    assert (mgm / "video/train_curve.csv").read_text().startswith("step,")  # dvc.yaml's outputs, header only
     im = load_model(tiny / "models/baselines/instmatt/image/best.safetensors")
     assert isinstance(im, InstMatt) and im.cfg.arch == "instmatt"
     curve = (tiny / "models/baselines/instmatt/image/train_curve.csv").read_text().splitlines()

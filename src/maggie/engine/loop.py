@@ -193,6 +193,8 @@ def reuse_image_weights(params: dict[str, Any], method: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{src}: {method} has no image weights yet; run its image stage first")
     (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
     copy_file(src, out_dir / "best.safetensors")
+    for name, fields in (("train_curve.csv", TRAIN_FIELDS), ("val_curve.csv", VAL_FIELDS)):  # dvc.yaml's outputs
+        CurveWriter(out_dir / name, fields, keep=False).write()  # no steps: the header only
     summary = {"stage": "video", "steps": 0, "method": method,
                "note": "no video training (baselines.<name>.video is null): the image weights, frame by frame"}
     write_json(out_dir / "train_summary.json", summary)

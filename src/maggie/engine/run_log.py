@@ -32,6 +32,9 @@ class CurveWriter:
     def add(self, row: dict[str, Any]) -> None:
         step = row["step"]
         self.rows = [r for r in self.rows if int(r["step"]) < step] + [row]
+        self.write()
+
+    def write(self) -> None:
         lines = [",".join(self.fields)] + [",".join(str(r.get(k, "")) for k in self.fields) for r in self.rows]
         write_text(self.path, "\n".join(lines) + "\n")
 
