@@ -95,7 +95,12 @@ class ShortcutEncoder(nn.Module):
         Each pixel gets the mean of the embeddings of the instances covering it, 0 where none does.
         """
         ids = torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None]
-        ids = (masks * ids).long()
+        ids = (masks * ids).long()  # the reference's instance ids (0: none)
+        if ((ids == 0) | (ids == torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None])).all():
+            # Binary masks: the same mean as one contraction, without an [N, H, W, num_embed] lookup.
+            covered = (ids > 0).to(self.mask_embed_layer.weight.dtype)
+            emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
+            return emb / (covered.sum(1, keepdim=True) + 1e-6)
         covered = (ids > 0).to(masks.dtype).unsqueeze(-1)
         emb = self.mask_embed_layer(ids) * covered
         emb = emb.sum(1) / (covered.sum(1) + 1e-6)
