@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"ours_{mode}_mean_abs_diff": diff(ours_out, ref_out)["mean_abs"]})
             result["cases"].append(row)
             print(json.dumps(row), flush=True)
+    result["people_vs_one"] = people_vs_one(result["cases"], args.modes)
     from maggie.files import write_json
 
     write_json(args.out, result)
@@ -236,7 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{r['ours_sparse_vs_reference']:.2f}x" if "ours_sparse_vs_reference" in r else ""
         print(f"| {r['case']} | {r['reference_ms']:.0f} ms, {r['reference_rss_mb']:.0f} MB | " + " | ".join(cells)
               + f" | {ratio} |")
+    for key, ratio in result["people_vs_one"].items():
+        print(f"{key}: {ratio:.2f}x")
     return 0
+
+
+def people_vs_one(rows: list[dict], modes: list[str]) -> dict[str, float]:
+    """Time of n people over one person on the same uncertain pixels (the last two cases), per method."""
+    def key(r: dict) -> tuple:
+        return r["height"], r["width"], r["uncertain_fraction"]
+
+    pairs = [(a, b) for a in rows for b in rows if a["people"] > 1 and b["people"] == 1 and key(a) == key(b)]
+    out = {}
+    for many, one in pairs:
+        tag = f"{many['height']}x{many['width']} {many['people']} people vs 1"
+        out[f"{tag}, official"] = many["reference_ms"] / one["reference_ms"]
+        for m in modes:
+            out[f"{tag}, ours {m}"] = many[f"ours_{m}_ms"] / one[f"ours_{m}_ms"]
+    return out
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -277,3 +279,33 @@ def test_identical_masks_run_as_one_instance_and_share_its_matte():
     assert np.array_equal(merged[:, 0], merged[:, 2]) and np.allclose(merged[:, [0, 1, 3]], alone)
     plain = predict_frames(model, image, masks, 64, torch.device("cpu"))
     assert plain.shape == merged.shape
+
+
+def test_folded_batch_norm_follows_weight_and_statistics_changes():
+    """Inference folds each batch norm into its convolution and keeps the result: loading other weights in
+    place, or other running statistics, must give the new network's output, not the first one's."""
+    from maggie.models.ops.spectral_norm import conv_bn
+
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    bn.eval()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        first = conv_bn(conv, bn, x)
+        torch.testing.assert_close(first, bn(conv(x)), atol=1e-5, rtol=1e-5)
+        conv.load_state_dict({"weight": torch.randn_like(conv.weight)})  # new weights only
+        second = conv_bn(conv, bn, x)
+        torch.testing.assert_close(second, bn(conv(x)), atol=1e-5, rtol=1e-5)
+        assert (second - first).abs().max() > 0.1
+        bn.running_mean.add_(0.5)  # new statistics only
+        third = conv_bn(conv, bn, x)
+        torch.testing.assert_close(third, bn(conv(x)), atol=1e-5, rtol=1e-5)
+        assert (third - second).abs().max() > 0.1
+    with torch.inference_mode():  # the predictor's mode: spectral-norm weights made here are inference tensors
+        sn = MaGGIe(MaggieConfig()).eval().decoder.layer1[0]  # a transposed spectral-norm convolution first
+        twin = copy.deepcopy(sn)  # each call of a spectral-norm layer is a power iteration: compare twins
+        y = torch.randn(1, 512, 4, 4)
+        torch.testing.assert_close(conv_bn(sn.conv1, sn.bn1, y), twin.bn1(twin.conv1(y)), atol=1e-5, rtol=1e-5)

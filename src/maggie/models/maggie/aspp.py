@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from maggie.models.ops.spectral_norm import conv_bn
+
 
 class ASPP(nn.Module):
     def __init__(self, in_channels: int = 512, out_channels: int = 512, mid_channels: int = 256):
@@ -24,7 +26,7 @@ class ASPP(nn.Module):
         branches = []
         for i in range(1, 5):
             conv, bn = getattr(self, f"aspp{i}"), getattr(self, f"aspp{i}_bn")
-            branches.append(F.relu(bn(conv(x))))
-        pooled = F.relu(self.aspp5_bn(self.aspp5(F.adaptive_avg_pool2d(x, 1))))
+            branches.append(F.relu(conv_bn(conv, bn, x)))
+        pooled = F.relu(conv_bn(self.aspp5, self.aspp5_bn, F.adaptive_avg_pool2d(x, 1)))
         branches.append(F.interpolate(pooled, size=x.shape[-2:], mode="nearest"))
-        return F.relu(self.bn2(self.conv2(torch.cat(branches, dim=1))))
+        return F.relu(conv_bn(self.conv2, self.bn2, torch.cat(branches, dim=1)))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maggie.models.ops.spectral_norm import SNConv2d, sn_conv1x1, sn_conv3x3
+from maggie.models.ops.spectral_norm import SNConv2d, conv_bn, sn_conv1x1, sn_conv3x3
 from maggie.models.ops.tile_conv import LazyBranch
 
 ENCODER_CHANNELS = {"os1": 32, "os2": 32, "os4": 64, "os8": 128, "os16": 256, "os32": 512}
@@ -32,9 +32,12 @@ class EncoderBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
+        identity = x
+        if self.downsample is not None:  # average pool, 1x1 convolution, batch norm
+            pool, conv, bn = self.downsample
+            identity = conv_bn(conv, bn, pool(x))
         return F.relu(out + identity)
 
 
@@ -115,9 +118,9 @@ class ShortcutEncoder(nn.Module):
         x = torch.cat([image, guide.to(image.dtype)], dim=1)
         if not self.training:  # oneDNN's own layout: no reorder around every convolution (inference only)
             x = x.contiguous(memory_format=torch.channels_last)
-        out = F.relu(self.bn1(self.conv1(x)))
-        x1 = F.relu(self.bn2(self.conv2(out)))
-        out = F.relu(self.bn3(self.conv3(x1)))
+        out = F.relu(conv_bn(self.conv1, self.bn1, x))
+        x1 = F.relu(conv_bn(self.conv2, self.bn2, out))
+        out = F.relu(conv_bn(self.conv3, self.bn3, x1))
         x2 = self.layer1(out)
         x3 = self.layer2(x2)
         x4 = self.layer3(x3)

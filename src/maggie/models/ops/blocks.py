@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maggie.models.ops.spectral_norm import SNConvTranspose2d, sn_conv1x1, sn_conv3x3
+from maggie.models.ops.spectral_norm import SNConvTranspose2d, conv_bn, sn_conv1x1, sn_conv3x3
 
 
 class DecoderBlock(nn.Module):
@@ -25,9 +25,12 @@ class DecoderBlock(nn.Module):
         self.upsample = upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
-        out = self.bn2(self.conv2(out))
-        identity = x if self.upsample is None else self.upsample(x)
+        out = F.leaky_relu(conv_bn(self.conv1, self.bn1, x), 0.2)
+        out = conv_bn(self.conv2, self.bn2, out)
+        identity = x
+        if self.upsample is not None:  # [nearest upsampling,] 1x1 convolution, batch norm
+            *resize, conv, bn = self.upsample
+            identity = conv_bn(conv, bn, resize[0](x) if resize else x)
         return F.leaky_relu(out + identity, 0.2)
 
 

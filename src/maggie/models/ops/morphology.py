@@ -2,8 +2,8 @@
 
 ``compute_unknown`` marks pixels with 1/255 < alpha < 254/255 and dilates them with
 OpenCV's elliptical structuring element; we reproduce ``cv2.dilate`` exactly (kernel
-anchor at its centre, outside of the image ignored) with a convolution, so no round
-trip to numpy is needed.
+anchor at its centre, outside of the image ignored) with boolean passes in torch, so no
+round trip to numpy is needed.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def dilate(binary: torch.Tensor, size: int) -> torch.Tensor:
     k = ellipse_kernel(size)
     a = size // 2
     h, w = binary.shape[-2:]
-    table = [F.pad(binary.bool(), (a, size - a))]  # column c of a row sits at c + a; table[p][j]: OR of 2^p from j
-    out = torch.zeros(binary.shape, dtype=torch.bool, device=binary.device)
+    # Row r, column c of the input sits at r + a, c + a; table[p][.., j]: OR of 2^p columns from j.
+    table = [F.pad(binary.bool(), (a, size - a, a, size - a))]
+    out = None
     for i in range(size):
         cols = np.flatnonzero(k[i])
         if cols.size == 0:
@@ -46,12 +47,9 @@ def dilate(binary: torch.Tensor, size: int) -> torch.Tensor:
         while len(table) <= p:
             q, step = table[-1], 1 << (len(table) - 1)
             table.append(q[..., :-step] | q[..., step:])
-        run = table[p][..., lo: lo + w] | table[p][..., lo + length - (1 << p): lo + length - (1 << p) + w]
-        dy = i - a  # out[y] |= run[y + dy]
-        if dy >= 0:
-            out[:, : h - dy] |= run[:, dy:]
-        else:
-            out[:, -dy:] |= run[:, : h + dy]
+        rows, second = table[p][..., i: i + h, :], lo + length - (1 << p)
+        run = rows[..., lo: lo + w] | rows[..., second: second + w]
+        out = run if out is None else out | run  # out[y] |= input row y + i - a (not in place: exportable)
     return out
 
 

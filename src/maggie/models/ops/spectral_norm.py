@@ -147,3 +147,32 @@ def preserved_power_iteration(model: nn.Module) -> Iterator[None]:
             for m, u, v in saved:
                 m.weight_u.copy_(u)
                 m.weight_v.copy_(v)
+
+
+def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))``; in inference (eval, no gradients) one convolution with the batch norm folded into its
+    weights and bias, kept until the weights or statistics change (a pass over the activations fewer)."""
+    if bn.training or torch.is_grad_enabled() or bn.weight is None:
+        return bn(conv(x))
+    if isinstance(conv, nn.Conv2d):
+        weight, bias, transposed = conv.weight, conv.bias, False
+        args = (conv.stride, conv.padding, conv.dilation)
+    elif isinstance(conv, (SNConv2d, SNConvTranspose2d)):
+        weight, bias = conv.module.normalised_weight(), conv.module.bias
+        transposed = isinstance(conv, SNConvTranspose2d)
+        args = (conv.stride, conv.padding)
+    else:
+        return bn(conv(x))
+    # A spectral-norm weight made in inference mode has no version counter: it is a new tensor when recomputed.
+    key = tuple(None if t is None or t.is_inference() else t._version
+                for t in (weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bias))
+    folded = bn.__dict__.get("_folded")
+    if folded is None or folded[0] is not weight or folded[1] != key:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale + (0 if bias is None else bias * scale)
+        w = weight * (scale[None, :, None, None] if transposed else scale[:, None, None, None])
+        folded = (weight, key, w, shift)
+        bn.__dict__["_folded"] = folded
+    if transposed:
+        return F.conv_transpose2d(x, folded[2], folded[3], *args)
+    return F.conv2d(x, folded[2], folded[3], *args)
