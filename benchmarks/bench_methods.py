@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.case:  # child process: one case, JSON on stdout
         print(json.dumps(one_case(args.case[0], int(args.case[1]), h, w, args.device, args.repeats)))
         return 0
-    rows = []
+    out = Path(args.out) if args.out else None
+    old_rows: list[dict] = []
+    rows: list[dict] = []
     for method in args.methods:
         for n in args.instances:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--case", method, str(n), "--size", str(h), str(w),
@@ -122,20 +124,26 @@ def main(argv: list[str] | None = None) -> int:
                       f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}",
                       file=sys.stderr)
                 return 1
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row = {**json.loads(res.stdout.strip().splitlines()[-1]), "repeats": args.repeats}
+            if not rows:  # the first case: where to write, and what --update keeps
+                out = out or Path(f"benchmarks/methods_cost_{row['device'].split(':')[0]}.json")
+                if args.update and out.exists():
+                    old = json.loads(out.read_text())
+                    if old.get("size") != [h, w]:
+                        print(f"bench_methods: error: {out} holds size {old.get('size')}, not {[h, w]}",
+                              file=sys.stderr)
+                        return 2
+                    old_rows = [{"repeats": old.get("repeats"), **r} for r in old["rows"]]
             rows.append(row)
             print(f"{method:19s} n={n:2d}  {row['ms_per_frame']:9.1f} ms/frame  {row['peak_mb']:8.1f} MB  "
                   f"({row['device']})", flush=True)
-    device = rows[0]["device"].split(":")[0]
-    out = Path(args.out or f"benchmarks/methods_cost_{device}.json")
-    if args.update and out.exists():
-        old = json.loads(out.read_text())
-        if old.get("size") != [h, w]:
-            print(f"bench_methods: error: {out} holds size {old.get('size')}, not {[h, w]}", file=sys.stderr)
-            return 2
-        rows = [r for r in old["rows"] if r["method"] not in args.methods] + rows
-    write_json(out, {"size": [h, w], "repeats": args.repeats, "rows": rows})
-    plot(rows, out.with_suffix(".png"))
+            # Written after every case: an interrupted run keeps what it measured.  --update replaces only the
+            # (method, instances) rows measured now.
+            done = {(r["method"], r["instances"]) for r in rows}
+            merged = [r for r in old_rows if (r["method"], r["instances"]) not in done] + rows
+            write_json(out, {"size": [h, w], "rows": merged})
+    if rows:
+        plot(merged, out.with_suffix(".png"))
     return 0
 
 

@@ -148,5 +148,12 @@ def test_cost_benchmark_writes_a_row_per_method_and_count(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["instances"]) for r in rows] == [("mgm", 1), ("mgm", 2), ("sparsemat", 1),
                                                             ("sparsemat", 2)]
-    assert all(r["ms_per_frame"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert all(r["ms_per_frame"] > 0 and r["peak_mb"] > 0 and r["repeats"] == 1 for r in rows)
     assert out.with_suffix(".png").stat().st_size > 0
+    # --update remeasures only the given (method, count) cases and keeps the other rows.
+    before = {(r["method"], r["instances"]): r for r in rows}
+    run([sys.executable, str(REPO / "benchmarks" / "bench_methods.py"), "--size", "64", "64", "--instances", "2",
+         "--methods", "mgm", "--repeats", "2", "--out", str(out), "--update"], tmp_path)
+    after = {(r["method"], r["instances"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(after) == set(before) and after[("mgm", 2)]["repeats"] == 2
+    assert all(after[k] == before[k] for k in before if k != ("mgm", 2))
