@@ -1,4 +1,4 @@
-"""OTVM as a baseline of this project (sketch): the project's inputs in, one OTVM pass per instance.
+"""OTVM as a baseline of this project: the project's inputs in, one OTVM pass per instance.
 
 OTVM matte one object per run from one trimap of the first frame.  Here every (batch item,
 instance slot) whose mask is non-empty in frame 0 is one run; other slots come back as zeros.
