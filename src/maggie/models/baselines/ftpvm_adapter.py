@@ -1,4 +1,4 @@
-"""FTP-VM as a baseline of the project (sketch): the project's inputs in, one FTP-VM run per instance.
+"""FTP-VM as a baseline of the project: the project's inputs in, one FTP-VM run per instance.
 
 FTP-VM mattes one object from a memory frame and its trimap.  The project gives ImageNet-normalised
 clips ``image [B, T, 3, H, W]`` and binary guidance masks ``mask [B, T, N, H, W]``; here every
