@@ -61,14 +61,12 @@ class SparseRefiner(nn.Module):
 
     @staticmethod
     def _head(level, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        x = level.subm(seq[0], x)
-        x = level.activation(_leaky, level.batch_norm(seq[1], x))
+        x = level.activation(_leaky, level.subm_bn(seq[0], seq[1], x))
         return level.subm(seq[3], x)
 
     @staticmethod
     def _up(fine, coarse, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        x = fine.inverse(seq[0], x, coarse)
-        x = fine.activation(_leaky, fine.batch_norm(seq[1], x))
+        x = fine.activation(_leaky, fine.inverse_bn(seq[0], seq[1], x, coarse))
         return fine.subm(seq[3], x)
 
     @staticmethod
@@ -112,8 +110,7 @@ class SparseRefiner(nn.Module):
         x = self._up(l4, l8, self.layer3, x)
         detail4 = l4.gather(fea3, num_inst)
         g = l4.concat(detail4, x)
-        g = l4.subm(self.guidance_layer[0], g)
-        g = l4.activation(_leaky, l4.batch_norm(self.guidance_layer[1], g))
+        g = l4.activation(_leaky, l4.subm_bn(self.guidance_layer[0], self.guidance_layer[1], g))
         g = l4.activation(torch.sigmoid, l4.subm(self.guidance_layer[3], g))
         x = detail4 * g
         x = self._smooth(l4, self.layer3_smooth, x)

@@ -17,6 +17,7 @@ per-site functions) is ``DenseLevel``'s, applied to the tile batch.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from maggie.models.ops.sparse_conv import DenseLevel, SparseInverseConv2d, SubMConv2d
@@ -134,12 +135,29 @@ class LazyBranch:
 
 
 class TileLevel(DenseLevel):
-    """Features of one level as the grid's tiles ``[K, C, t, t]``, zero at inactive sites."""
+    """Features of one level as the grid's tiles ``[K, C, t, t]``, zero at inactive sites.
+
+    In inference (no gradients) the zeros are made only where they matter: per-pixel steps (batch norm,
+    activations, gating, gathers) leave whatever they compute at inactive sites, and a tile is masked
+    right before a 3x3 or transposed convolution reads its neighbours, and when densified.  Training masks
+    after every step, so the gradients see exactly the sparse network's sites.
+    """
 
     def __init__(self, grid: TileGrid, active: torch.Tensor, t: int):
         self.grid, self.t = grid, t
         self.active = active
         self.mask = grid.extract(active[:, None].float(), t)
+
+    @staticmethod
+    def _lazy() -> bool:
+        return not torch.is_grad_enabled()
+
+    def apply_mask(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._lazy() else x * self.mask.to(x.dtype)
+
+    def masked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with zeros at inactive sites (already so outside inference)."""
+        return x * self.mask.to(x.dtype) if self._lazy() else x
 
     def halo(self, x: torch.Tensor) -> torch.Tensor:
         """``[K, C, t, t]`` -> ``[K, C, t + 2, t + 2]``: each tile with a one-pixel border from its neighbours."""
@@ -161,13 +179,36 @@ class TileLevel(DenseLevel):
             return super().subm(conv, x)
         if conv.kernel_size != 3:
             raise ValueError(f"tiled submanifold convolution supports kernels 1 and 3, got {conv.kernel_size}")
-        return self.apply_mask(F.conv2d(self.halo(x), conv.dense_weight(), conv.bias))
+        return self.apply_mask(F.conv2d(self.halo(self.masked(x)), conv.dense_weight(), conv.bias))
+
+    @staticmethod
+    def _folded(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale, bn.bias - bn.running_mean * scale
+
+    def subm_bn(self, conv: SubMConv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        """``batch_norm(bn, subm(conv, x))``; in inference one convolution with the batch norm folded in."""
+        if not self._lazy() or bn.training or conv.kernel_size not in (1, 3):
+            return super().subm_bn(conv, bn, x)
+        scale, shift = self._folded(bn)
+        bias = shift if conv.bias is None else shift + conv.bias * scale
+        weight = conv.dense_weight() * scale[:, None, None, None]
+        return F.conv2d(self.halo(self.masked(x)) if conv.kernel_size == 3 else x, weight, bias)
+
+    def inverse_bn(self, conv: SparseInverseConv2d, bn: nn.BatchNorm1d, coarse_x: torch.Tensor,
+                   coarse: DenseLevel) -> torch.Tensor:
+        if not self._lazy() or bn.training:
+            return super().inverse_bn(conv, bn, coarse_x, coarse)
+        scale, shift = self._folded(bn)
+        weight = conv.weight.permute(3, 0, 1, 2) * scale[None, :, None, None]
+        out = F.conv_transpose2d(coarse.halo(coarse.masked(coarse_x)), weight, shift, stride=2)
+        return out[:, :, 3:3 + self.t, 3:3 + self.t]
 
     def inverse(self, conv: SparseInverseConv2d, coarse_x: torch.Tensor, coarse: DenseLevel) -> torch.Tensor:
         # Fine pixel i takes coarse o through kernel offset k where i = 2 o - 1 + k.  With a one-pixel halo
         # on the coarse tile (o' = o + 1) and no padding, the transposed convolution writes i at i + 3.
         weight = conv.weight.permute(3, 0, 1, 2)  # [in, out, kh, kw]
-        out = F.conv_transpose2d(coarse.halo(coarse_x), weight, stride=2)
+        out = F.conv_transpose2d(coarse.halo(coarse.masked(coarse_x)), weight, stride=2)
         return self.apply_mask(out[:, :, 3:3 + self.t, 3:3 + self.t])
 
     def gather(self, dense: torch.Tensor | LazyBranch, group: int) -> torch.Tensor:
@@ -185,7 +226,7 @@ class TileLevel(DenseLevel):
         c, t = x.shape[1], self.t
         flat = x.new_zeros(b * g.rows * g.cols, c, t, t)
         bi, ty, tx = g.coords.unbind(1)
-        flat = flat.index_copy(0, (bi * g.rows + ty) * g.cols + tx, x)
+        flat = flat.index_copy(0, (bi * g.rows + ty) * g.cols + tx, self.masked(x))
         out = flat.reshape(b, g.rows, g.cols, c, t, t).permute(0, 3, 1, 4, 2, 5).reshape(b, c, g.rows * t, g.cols * t)
         out = out[:, :, :h, :w]
         mask = self.active[:, None].to(x.dtype)
