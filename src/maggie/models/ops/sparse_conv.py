@@ -83,7 +83,18 @@ def downsample_sites(active: torch.Tensor) -> torch.Tensor:
     return rows[..., 0: 2 * wo - 1: 2] | rows[..., 1: 2 * wo: 2] | rows[..., 2: 2 * wo + 1: 2]
 
 
-class DenseLevel:
+class _ConvThenNorm:
+    """A convolution followed by its batch norm, step by step (``TileLevel`` folds the two in inference)."""
+
+    def subm_bn(self, conv: SubMConv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        return self.batch_norm(bn, self.subm(conv, x))
+
+    def inverse_bn(self, conv: SparseInverseConv2d, bn: nn.BatchNorm1d, coarse_x: torch.Tensor,
+                   coarse) -> torch.Tensor:
+        return self.batch_norm(bn, self.inverse(conv, coarse_x, coarse))
+
+
+class DenseLevel(_ConvThenNorm):
     """Features as dense maps ``[B, C, h, w]`` that are zero outside the active mask."""
 
     def __init__(self, active: torch.Tensor):
@@ -120,13 +131,6 @@ class DenseLevel:
             y = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
         return self.apply_mask(y)
 
-    def subm_bn(self, conv: SubMConv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-        return self.batch_norm(bn, self.subm(conv, x))
-
-    def inverse_bn(self, conv: SparseInverseConv2d, bn: nn.BatchNorm1d, coarse_x: torch.Tensor,
-                   coarse: DenseLevel) -> torch.Tensor:
-        return self.batch_norm(bn, self.inverse(conv, coarse_x, coarse))
-
     def pointwise(self, fn, x: torch.Tensor) -> torch.Tensor:
         """Apply a per-site function acting on the last (channel) dimension."""
         y = fn(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -152,7 +156,7 @@ class DenseLevel:
         return torch.cat(xs, dim=1)
 
 
-class SparseLevel:
+class SparseLevel(_ConvThenNorm):
     """Features only at active sites: ``[N, C]`` rows in ``nonzero`` order (item, y, x)."""
 
     def __init__(self, active: torch.Tensor):
@@ -208,13 +212,6 @@ class SparseLevel:
         else:
             out = self._gather_matmul(x, self.neighbours(conv.kernel_size), conv.weight)
         return out if conv.bias is None else out + conv.bias
-
-    def subm_bn(self, conv: SubMConv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-        return self.batch_norm(bn, self.subm(conv, x))
-
-    def inverse_bn(self, conv: SparseInverseConv2d, bn: nn.BatchNorm1d, coarse_x: torch.Tensor,
-                   coarse: SparseLevel) -> torch.Tensor:
-        return self.batch_norm(bn, self.inverse(conv, coarse_x, coarse))
 
     def inverse(self, conv: SparseInverseConv2d, coarse_x: torch.Tensor, coarse: SparseLevel) -> torch.Tensor:
         # Fine site i receives coarse site o through kernel offset k when i = 2*o - 1 + k.

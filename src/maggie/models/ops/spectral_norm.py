@@ -149,6 +149,12 @@ def preserved_power_iteration(model: nn.Module) -> Iterator[None]:
                 m.weight_v.copy_(v)
 
 
+def batch_norm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """An evaluation batch norm as ``x * scale + shift`` per channel (to fold it into a convolution)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn(conv(x))``; in inference (eval, no gradients) one convolution with the batch norm folded into its
     weights and bias, kept until the weights or statistics change (a pass over the activations fewer)."""
@@ -168,8 +174,8 @@ def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
                 for t in (weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bias))
     folded = bn.__dict__.get("_folded")
     if folded is None or folded[0] is not weight or folded[1] != key:
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias - bn.running_mean * scale + (0 if bias is None else bias * scale)
+        scale, shift = batch_norm_affine(bn)
+        shift = shift + (0 if bias is None else bias * scale)
         w = weight * (scale[None, :, None, None] if transposed else scale[:, None, None, None])
         folded = (weight, key, w, shift)
         bn.__dict__["_folded"] = folded

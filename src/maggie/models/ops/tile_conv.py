@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maggie.models.ops.sparse_conv import DenseLevel, SparseInverseConv2d, SubMConv2d
-from maggie.models.ops.spectral_norm import SNConv2d
+from maggie.models.ops.spectral_norm import SNConv2d, batch_norm_affine
 
 DEFAULT_TILE = 32  # px at the finest level: 4 px at OS8, where only per-site layers run
 
@@ -181,16 +181,11 @@ class TileLevel(DenseLevel):
             raise ValueError(f"tiled submanifold convolution supports kernels 1 and 3, got {conv.kernel_size}")
         return self.apply_mask(F.conv2d(self.halo(self.masked(x)), conv.dense_weight(), conv.bias))
 
-    @staticmethod
-    def _folded(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return scale, bn.bias - bn.running_mean * scale
-
     def subm_bn(self, conv: SubMConv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
         """``batch_norm(bn, subm(conv, x))``; in inference one convolution with the batch norm folded in."""
         if not self._lazy() or bn.training or conv.kernel_size not in (1, 3):
             return super().subm_bn(conv, bn, x)
-        scale, shift = self._folded(bn)
+        scale, shift = batch_norm_affine(bn)
         bias = shift if conv.bias is None else shift + conv.bias * scale
         weight = conv.dense_weight() * scale[:, None, None, None]
         return F.conv2d(self.halo(self.masked(x)) if conv.kernel_size == 3 else x, weight, bias)
@@ -199,7 +194,7 @@ class TileLevel(DenseLevel):
                    coarse: DenseLevel) -> torch.Tensor:
         if not self._lazy() or bn.training:
             return super().inverse_bn(conv, bn, coarse_x, coarse)
-        scale, shift = self._folded(bn)
+        scale, shift = batch_norm_affine(bn)
         weight = conv.weight.permute(3, 0, 1, 2) * scale[None, :, None, None]
         out = F.conv_transpose2d(coarse.halo(coarse.masked(coarse_x)), weight, shift, stride=2)
         return out[:, :, 3:3 + self.t, 3:3 + self.t]
