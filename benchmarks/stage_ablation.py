@@ -37,6 +37,11 @@ ROWS = [
      deep_merge(SUM_ONE_OFF, {"train": {"image": {"frozen_bn_stats": False}}})),
     ("image_sum_one_frozen_bn", "image", "+ mattes add up to at most 1 (loss_sum_one_w 1), batch-norm statistics kept",
      {"model": {"image": {"loss_sum_one_w": 1.0}}, "train": {"image": {"frozen_bn_stats": True}}}),
+    ("image_phase3", "image", "the default's image stage from the phase 3 warm start (test.sum_to_one)", {}),
+    ("image_phase3_lr1e-5", "image", "as image_phase3, learning rate 1e-5 instead of 5e-5",
+     {"train": {"image": {"lr": 1.0e-5}}}),
+    ("image_phase3_occlusion4", "image", "as image_phase3, a person's pixels of other people weigh 5x "
+     "(loss_occlusion_w 4)", {"model": {"image": {"loss_occlusion_w": 4.0}}}),
     ("video_before", "video", "the video stage before this change (no sum term)", SUM_ONE_OFF),
     ("video_sum_one", "video", "+ mattes add up to at most 1 (loss_sum_one_w 1)",
      {"model": {"video": {"loss_sum_one_w": 1.0}}}),
@@ -46,6 +51,8 @@ ROWS = [
                                                     "pretrain/maggie_default_temporal.safetensors"]}}}),
     ("video_phase3_lr1e-5", "video", "as video_phase3, learning rate 1e-5 instead of 5e-5",
      {"train": {"video": {"lr": 1.0e-5}}}),
+    ("video_phase3_occlusion4", "video", "as video_phase3, a person's pixels of other people weigh 5x "
+     "(loss_occlusion_w 4)", {"model": {"video": {"loss_occlusion_w": 4.0}}}),
 ]
 
 
@@ -68,7 +75,8 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
         out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "against_mask.py"),
                               "models/image/best.safetensors", "--params", "params.yaml"], cwd=d, check=True,
                              capture_output=True, text=True).stdout
-        return {"train_s": round(seconds), "warm_start": warm, "metrics": json.loads(out)}
+        return {"train_s": round(seconds), "warm_start": warm, "sum_to_one": params["test"].get("sum_to_one"),
+                "metrics": json.loads(out)}
     image = str(REPO / "models" / "image" / "best.safetensors")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "video_against_image.py"), image,
                           "--video", "models/video/best.safetensors", "--params", "params.yaml"], cwd=d, check=True,
@@ -77,7 +85,8 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
     for line in out.splitlines():
         split, _, payload = line.partition(" ")
         rows[split] = json.loads(payload)
-    return {"train_s": round(seconds), "warm_start": warm, "metrics": rows}
+    return {"train_s": round(seconds), "warm_start": warm, "sum_to_one": params["test"].get("sum_to_one"),
+            "metrics": rows}
 
 
 def write_table(results: dict, path: Path) -> None:

@@ -102,7 +102,7 @@ def test_objective_combines_terms_with_their_weights():
                detail_mask=torch.ones(b, tt, n, h, w), loss_atten=torch.tensor(0.3))
     weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=5.0,
                           loss_reweight_os8=True, loss_dtSSD_w=0.0, loss_temp_w=1.0, loss_sum_one_w=0.0,
-                          loss_os8_bce_w=0.0)
+                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     total = terms["loss_rec"] + 0.05 * terms["loss_lap"] + 0.05 * terms["loss_grad"] + 5.0 * terms["loss_atten"]
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
@@ -126,7 +126,7 @@ def test_excess_sum_is_zero_on_composited_people_and_counts_double_claims():
            "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
     weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
                           loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=2.0,
-                          loss_os8_bce_w=0.0)
+                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     # OS1 and OS4 are the truth (no excess); OS8 says both people are everywhere: excess 1 at every pixel.
     assert terms["loss_sum_one"].item() == pytest.approx(1.0)
@@ -159,3 +159,38 @@ def test_random_slots_and_empty_slot_outputs():
     out = model(torch.randn(2, 1, 3, 64, 64), mask, state=DecoderState(iteration=5000, gt_alpha=mask.flatten(0, 1)))
     assert out["alpha_os8"][0, 0, [0, 1, 2, 3, 4, 5, 6, 8, 9]].abs().sum() == 0
     assert out["alpha_os8"][0, 0, 7].abs().sum() > 0
+
+
+def test_other_people_marks_a_persons_pixels_of_the_others_only():
+    """A person's 'other people' region is where someone else is (alpha > 0.5) and this person is not."""
+    from maggie.models.ops.loss_terms import other_people
+
+    gt = torch.zeros(1, 3, 4, 4)
+    gt[0, 0, :2] = 1.0          # person 0: top half
+    gt[0, 1, 1:3] = 0.8         # person 1: rows 1-2, behind person 0 on row 1
+    gt[0, 1, 1] = 0.0
+    gt[0, 2, 3, 0] = 0.3        # person 2: one soft pixel, too faint to count as anyone's place
+    occ = other_people(gt)
+    assert occ[0, 0].tolist() == [[0.0] * 4, [0.0] * 4, [1.0] * 4, [0.0] * 4]
+    assert occ[0, 1].tolist() == [[1.0] * 4, [1.0] * 4, [0.0] * 4, [0.0] * 4]
+    assert occ[0, 2].tolist() == [[1.0] * 4, [1.0] * 4, [1.0] * 4, [0.0] * 4]
+    assert other_people(gt[:, :1]).sum().item() == 0.0
+
+
+def test_occlusion_weight_raises_the_cost_of_a_matte_on_other_people():
+    """With loss_occlusion_w, alpha put on another person costs more than the same error elsewhere."""
+    gt = torch.zeros(1, 1, 2, 8, 8)
+    gt[0, 0, 0, :, :4] = 1.0    # person 0 on the left, person 1 on the right
+    gt[0, 0, 1, :, 4:] = 1.0
+    spill, stray = gt.clone(), gt.clone()
+    spill[0, 0, 0, :2, 4:] = 1.0   # person 0's matte on 8 pixels of person 1
+    stray[0, 0, 0, :2, :4] = 0.0   # the same amount of error inside person 0
+    def rec(pred, k):
+        out = {"alpha_os8": pred, "alpha_os4": pred, "alpha_os1": pred,
+               "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
+        w = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
+                        loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0,
+                        loss_os8_bce_w=0.0, loss_occlusion_w=k)
+        return training_loss(out, {"alpha": gt, "mask": gt}, w)["loss_rec"].item()
+    assert rec(spill, 0.0) == pytest.approx(rec(stray, 0.0))
+    assert rec(spill, 4.0) > 2 * rec(stray, 4.0)

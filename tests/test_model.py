@@ -261,6 +261,43 @@ def test_compute_unknown_matches_opencv():
         assert (dilate(torch.from_numpy(u)[None], size)[0].numpy() == ref).all(), size
 
 
+@pytest.mark.parametrize("video", [False, True])
+@pytest.mark.parametrize("size,n", [((96, 128), 1), ((128, 96), 4), ((160, 224), 3)])
+def test_fusion_in_boxes_equals_the_full_maps(image_weights, video_weights, monkeypatch, size, n, video):
+    """Evaluation squashes and fuses each person's OS4/OS1 mattes in the box of its detail region only:
+    the same mattes, every output, as the full-map computation that export and training use."""
+    from maggie.models.maggie import decoder
+
+    model = load_model(video_weights if video else image_weights).eval()
+    t = 3 if video else 1
+    image = torch.randn(1, t, 3, *size, generator=torch.Generator().manual_seed(2))
+    mask = blob_masks(t, n, *size, seed=3)
+    boxed = run(model, image, mask, "sparse")
+    monkeypatch.setattr(decoder, "_boxes_allowed", lambda: False)
+    full = run(model, image, mask, "sparse")
+    assert 0 < boxed["detail_mask"].mean() < 1
+    for k in ("alpha", "alpha_os4", "alpha_os1", "alpha_os8"):
+        assert torch.equal(boxed[k], full[k]), k
+
+
+def test_dilation_in_boxes_equals_the_whole_map_dilation():
+    """Small uncertain bands anywhere (corners, edges, none at all): the boxed dilation is OpenCV's."""
+    import cv2
+
+    from maggie.models.ops.morphology import dilate_in_boxes
+
+    g = np.random.default_rng(1)
+    maps = np.zeros((5, 60, 70), bool)
+    maps[0, 0, 0] = maps[1, -1, -1] = True
+    maps[2, 20:24, 30:33] = True
+    maps[3] = g.random((60, 70)) > 0.995
+    for size in (2, 7, 13, 15):
+        ours = dilate_in_boxes(torch.from_numpy(maps), size).numpy()
+        ref = np.stack([cv2.dilate(m.astype(np.uint8), ellipse_kernel(size)) for m in maps]) > 0
+        assert (ours == ref).all(), size
+        assert not ours[4].any()
+
+
 def test_identical_masks_run_as_one_instance_and_share_its_matte():
     from maggie.inference.pipeline import distinct_masks, predict_frames
 

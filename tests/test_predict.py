@@ -180,6 +180,27 @@ def test_limit_sum_scales_only_where_the_mattes_add_up_to_more_than_one():
     assert out.dtype == np.float32 and out.sum(0).max() <= 1 + 1e-6
 
 
+def test_guided_limit_takes_the_excess_from_people_outside_their_masks():
+    from maggie.inference.pipeline import apply_sum_rule, limit_sum
+
+    a = np.zeros((3, 2, 2), np.float32)
+    m = np.zeros((3, 2, 2), bool)
+    a[:, 0, 0], m[:, 0, 0] = [0.9, 0.6, 0.0], [True, False, False]   # the unguided 0.6 gives way: 0.1 left
+    a[:, 0, 1], m[:, 0, 1] = [1.0, 1.0, 0.5], [True, True, False]    # guided alone exceed 1: halved; 0.5 -> 0
+    a[:, 1, 0], m[:, 1, 0] = [0.7, 0.7, 0.0], [False, False, False]  # nobody guided: scaled alike
+    a[:, 1, 1], m[:, 1, 1] = [0.5, 0.3, 0.1], [False, True, False]   # 0.9: left as it is
+    out = limit_sum(a, m)
+    np.testing.assert_allclose(out[:, 0, 0], [0.9, 0.1, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 0, 1], [0.5, 0.5, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1, 0], [0.5, 0.5, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 1, 1], a[:, 1, 1])
+    assert out.dtype == np.float32 and out.sum(0).max() <= 1 + 1e-6
+    np.testing.assert_array_equal(apply_sum_rule(a, m, False), a)
+    np.testing.assert_array_equal(apply_sum_rule(a, m, True), limit_sum(a))
+    with pytest.raises(ValueError, match="sum_to_one"):
+        apply_sum_rule(a, m, "yes")
+
+
 def test_sum_to_one_predictor_on_images_and_video(weights):
     """Overlapping people: with sum_to_one no pixel's mattes add up to more than 1, for images and videos;
     where they did not, the mattes are the plain network's."""
@@ -194,6 +215,27 @@ def test_sum_to_one_predictor_on_images_and_video(weights):
     clip = [(rgb_image(30 + i), masks) for i in range(4)]
     pv = Predictor(weights["maggie_video"], short_size=64, sum_to_one=True)
     assert all(o.sum(0).max() <= 1 + 1e-5 for o in pv.video(iter(clip)))
+    # guided: each frame's own masks decide who gives way (frames whose masks differ, streamed in order)
+    moving = [(rgb_image(30 + i), np.roll(masks, 4 * i, axis=2)) for i in range(5)]
+    plain_video = list(Predictor(weights["maggie_video"], short_size=64).video(iter(moving)))
+    guided = list(Predictor(weights["maggie_video"], short_size=64, sum_to_one="guided").video(iter(moving)))
+    from maggie.inference.pipeline import limit_sum
+    for (_, m), p, g in zip(moving, plain_video, guided, strict=True):
+        np.testing.assert_allclose(g, limit_sum(p, m), atol=1e-6)
+
+
+def test_sum_to_one_flag_of_predict(tmp_path, weights):
+    """``--sum-to-one`` alone scales alike, ``--sum-to-one guided`` lets the unguided give way: the written
+    mattes of three people sharing one mask add up to at most 1 either way (PNG rounding aside)."""
+    write_png(tmp_path / "photo.png", rgb_image(4))
+    write_instance_masks(tmp_path / "masks", np.repeat(people(1), 3, axis=0))
+    sums = []
+    for extra in ([], ["--sum-to-one"], ["--sum-to-one", "guided"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert predict(str(tmp_path / "photo.png"), "--masks", str(tmp_path / "masks"), "--out", str(out),
+                       "--weights", str(weights["maggie_image"]), "--outputs", "alpha", *extra) == 0
+        sums.append(sum(read_alpha(out / "alpha" / "photo" / f"{i:02d}.png").astype(float) for i in range(3)))
+    assert sums[0].max() > 1.05 * 255 and sums[1].max() <= 255 + 3 and sums[2].max() <= 255 + 3
 
 
 def test_default_weights_are_the_newest_trained(tmp_path, weights, monkeypatch, capsys):

@@ -50,7 +50,7 @@ def _predictor(args: argparse.Namespace):
     if getattr(args, "predictor", None) is not None:
         return args.predictor
     return Predictor(args.weights, short_size=args.short_size, device=args.device, precision=args.precision,
-                     sum_to_one=args.sum_to_one,
+                     sum_to_one={None: False, "scale": True, "guided": "guided"}[args.sum_to_one],
                      models_dir=args.models_dir)
 
 
@@ -235,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-size", type=int, default=576, help="inference short side (padded to a multiple of 32)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--sum-to-one", action="store_true", help="scale the mattes down where the people's add up to "
-                   "more than 1 (true mattes never do; the default pipeline evaluates with it, the reference has none)")
+    p.add_argument("--sum-to-one", nargs="?", const="scale", default=None, choices=["scale", "guided"],
+                   help="where the people's mattes add up to more than 1 (true mattes never do): 'scale' them all "
+                   "down alike, or 'guided': those whose mask does not cover the pixel give way first (the default "
+                   "pipeline evaluates with test.sum_to_one; the reference has neither)")
     p.add_argument("--video", action="store_true", help="treat a folder of images as the frames of one video")
     p.add_argument("--chunk", type=int, default=8, help="video frames decoded ahead at a time")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,

@@ -149,7 +149,7 @@ def _run(params: dict[str, Any], q: dict[str, Any], summary: dict[str, Any], dev
             found = {k: v[:int(q["limit"])] for k, v in found.items()}
         short = int(q.get("short_size") or section(params, "test")["short_size"])
         settings = {"short_size": short, "device": device,
-                    "sum_to_one": bool(section(params, "test").get("sum_to_one", False))}
+                    "sum_to_one": section(params, "test").get("sum_to_one", False)}
         if found["videos"]:
             video_weights = best_weights(params, "video")
             summary["videos"] = run_videos(Predictor(video_weights, **settings), folder,

@@ -9,6 +9,7 @@ zeroing values <= 1/255 and saturating values >= 254/255.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -103,22 +104,46 @@ def distinct_masks(masks: np.ndarray) -> tuple[list[int], list[int]]:
     return keep, rep
 
 
-def limit_sum(alpha: np.ndarray) -> np.ndarray:
-    """Mattes ``[..., N, H, W]`` scaled down where the people's mattes add up to more than 1.
+SumRule = bool | str  # False | True (scale evenly) | "guided" (the unguided give way first)
+
+
+def limit_sum(alpha: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """Mattes ``[..., N, H, W]`` reduced where the people's mattes add up to more than 1.
 
     The true mattes of people in one image add up to at most 1 (each pixel's opacity is shared among
     them; measured on the training composites: largest sum 1.0000001); a network that gives two
-    overlapping people both near 1 is wrong on one of them.  A post-process outside the network: the
-    reference has none (``test.sum_to_one``, off in the paper preset).
+    overlapping people both near 1 is wrong on one of them.  Without ``masks`` every matte at such a
+    pixel is scaled by the same factor.  With the guidance ``masks`` (same shape), the people whose mask
+    does not cover the pixel give way first: their mattes are scaled into what the guided people leave
+    (if anything), and the guided ones are scaled only if they alone exceed 1.  A network that spreads a
+    person onto the person in front (occlusion) then loses that spill instead of halving the front person.
+    A post-process outside the network: the reference has none (``test.sum_to_one``, off in the paper preset).
     """
     total = alpha.sum(-3, keepdims=True)
-    return np.where(total > 1, alpha / np.maximum(total, 1e-6), alpha).astype(alpha.dtype, copy=False)
+    if masks is None:
+        return np.where(total > 1, alpha / np.maximum(total, 1e-6), alpha).astype(alpha.dtype, copy=False)
+    guided = masks > 0
+    inside = np.where(guided, alpha, 0).sum(-3, keepdims=True)
+    outside = total - inside
+    room = np.clip(1 - inside, 0, None)
+    scale_out = np.where(outside > room, room / np.maximum(outside, 1e-6), 1)
+    scale_in = np.where(inside > 1, 1 / np.maximum(inside, 1e-6), 1)
+    return (alpha * np.where(guided, scale_in, scale_out)).astype(alpha.dtype, copy=False)
+
+
+def apply_sum_rule(alpha: np.ndarray, masks: np.ndarray, rule: SumRule) -> np.ndarray:
+    """``test.sum_to_one``: False leaves the mattes, True scales evenly, ``"guided"``: see ``limit_sum``."""
+    if rule not in (False, True, "guided"):
+        raise ValueError(f"sum_to_one must be false, true or 'guided', got {rule!r}")
+    if rule is False:
+        return alpha
+    return limit_sum(alpha, masks if rule == "guided" else None)
 
 
 @torch.no_grad()
 def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int, device: torch.device,
                    quantise_masks: bool = False, pad_to: int = 32, merge_duplicates: bool = False,
-                   sum_to_one: bool = False, first_alpha: np.ndarray | None = None) -> np.ndarray:
+                   sum_to_one: SumRule = False, first_alpha: np.ndarray | None = None) -> np.ndarray:
     """Mattes ``[T, N, H0, W0]`` for one image (T=1) or one clip processed as a whole.
 
     ``first_alpha`` ``[N, H0, W0]``: for the methods guided by one frame (FTP-VM, OTVM), the true alpha of
@@ -127,7 +152,7 @@ def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int
     ``merge_duplicates``: people given identical masks (a segmenter that merged them) cannot be told
     apart by any network; each such set is run as one instance and every member gets its matte, instead
     of several slots competing for the same pixels (measured: in_dist sim09 MAD 11115 -> 9423 with the
-    same weights).  Off in the reference protocol.  ``sum_to_one``: ``limit_sum`` on every person's matte.
+    same weights).  Off in the reference protocol.  ``sum_to_one``: ``apply_sum_rule`` on every person's matte.
     """
     keep, rep = distinct_masks(masks) if merge_duplicates else (list(range(masks.shape[1])), None)
     geom = plan_geometry(images.shape[1], images.shape[2], short_size, pad_to)
@@ -142,20 +167,29 @@ def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int
     alpha = alpha if rep is None else alpha[:, rep]
     # After the duplicates get their copies: people who share one mask share its matte (held_out 0.701 -> 0.688
     # of the mask's MAD, against 0.705 without the limit; applied before the copies it was 0.701).
-    return limit_sum(alpha) if sum_to_one else alpha
+    return apply_sum_rule(alpha, masks, sum_to_one)
 
 
 def predict_video(model, frames: Iterator[tuple[np.ndarray, np.ndarray]], short_size: int, device: torch.device,
-                  clip_length: int = 3, pad_to: int = 32, sum_to_one: bool = False) -> Iterator[np.ndarray]:
+                  clip_length: int = 3, pad_to: int = 32, sum_to_one: SumRule = False) -> Iterator[np.ndarray]:
     """Stream final mattes ``[N, H0, W0]`` frame by frame, as the reference's test loop does.
 
     Clips of ``clip_length`` frames slide by one; each frame's final matte is the fused middle
     of the clip centred on it, with the previous final frame carried into the fusion.  Memory
-    stays bounded by the clip, whatever the video length.  ``sum_to_one``: ``limit_sum`` on each
-    output (the mattes carried into the next fusion stay the network's own).
+    stays bounded by the clip, whatever the video length.  ``sum_to_one``: ``apply_sum_rule`` on each
+    output with its frame's masks (the mattes carried into the next fusion stay the network's own).
     """
-    stream = _fused_mattes(model, frames, short_size, device, clip_length, pad_to)
-    return (limit_sum(a) for a in stream) if sum_to_one else stream
+    if sum_to_one is False:
+        return _fused_mattes(model, frames, short_size, device, clip_length, pad_to)
+    pending: deque[np.ndarray] = deque()  # the masks of frames read but not yet emitted
+
+    def remember(pairs):
+        for frame, mask in pairs:
+            pending.append(mask)
+            yield frame, mask
+
+    stream = _fused_mattes(model, remember(frames), short_size, device, clip_length, pad_to)
+    return (apply_sum_rule(a, pending.popleft(), sum_to_one) for a in stream)
 
 
 @torch.no_grad()

@@ -45,9 +45,10 @@ def newest_trained_weights(models_dir: str | Path = "models") -> Path:
 class Predictor:
     def __init__(self, weights: str | Path | dict | None = None, short_size: int = 576, device: str = "auto",
                  precision: str = "fp32", clip_length: int = 3, models_dir: str | Path = "models",
-                 refine_mode: str = "sparse", merge_duplicates: bool = True, sum_to_one: bool = False):
+                 refine_mode: str = "sparse", merge_duplicates: bool = True, sum_to_one: bool | str = False):
         """``merge_duplicates``: people given identical masks get one matte (the network cannot tell them apart).
-        ``sum_to_one``: mattes scaled down where the people's add up to more than 1 (not in the reference)."""
+        ``sum_to_one``: where the people's mattes add up to more than 1, True scales them down alike,
+        ``"guided"`` those outside their masks first (``pipeline.limit_sum``; not in the reference)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)

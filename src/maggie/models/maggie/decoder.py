@@ -41,6 +41,37 @@ def fuse_progressive(alpha8, alpha4, alpha1, detail, train: bool):
     return alpha, w4, w1
 
 
+def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Tensor, logits1: torch.Tensor):
+    """Evaluation's ``refine`` squashing and ``fuse_progressive`` done inside each map's box of D only.
+
+    alpha8, detail ``[BT, n, H, W]``; logits4 ``[BT, n, H/4, W/4]`` and logits1 ``[BT, n, H, W]``, -99
+    outside D.  The same mattes as the full maps give: outside D the logits are -99 (alpha exactly 0, and
+    bilinear upsampling of -99s is -99), every uncertain pixel of alpha8 or of the fused matte lies in D,
+    and the box is D's bounding box grown by two OS4 pixels (the OS4 sites reach one beyond D, and the
+    upsampling reads one more).  With several people each covering a few percent of a frame, this
+    replaces some thirty passes over every person's full-resolution map by passes over its box.
+    """
+    bt, n, h, w = alpha8.shape
+    alpha4, alpha1, alpha = torch.zeros_like(alpha8), torch.zeros_like(alpha8), alpha8.clone()
+    rows, cols = detail.amax(-1) > 0, detail.amax(-2) > 0  # [BT, n, H], [BT, n, W]
+    for b_, i in torch.nonzero(rows.any(-1)).tolist():
+        ys, xs = torch.nonzero(rows[b_, i]).flatten(), torch.nonzero(cols[b_, i]).flatten()
+        y0, y1 = max(int(ys[0]) // 4 - 2, 0), min(-(-(int(ys[-1]) + 1) // 4) + 2, h // 4)
+        x0, x1 = max(int(xs[0]) // 4 - 2, 0), min(-(-(int(xs[-1]) + 1) // 4) + 2, w // 4)
+        box = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1))
+        a4 = to_alpha(F.interpolate(logits4[b_:b_ + 1, i:i + 1, y0:y1, x0:x1], scale_factor=4.0, mode="bilinear",
+                                    align_corners=False))[0]
+        a1 = to_alpha(logits1[box])
+        fused, _, _ = fuse_progressive(alpha8[box][None], a4[None], a1[None], detail[box][None], False)
+        alpha4[box], alpha1[box], alpha[box] = a4, a1, fused[0]
+    return alpha4, alpha1, alpha
+
+
+def _boxes_allowed() -> bool:
+    """Data-dependent crops cannot be exported or compiled; those take the full maps."""
+    return not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 class MaggieDecoder(SparseRefiner):
     def __init__(self, max_inst: int = 10, atten_dim: int = 128, atten_blocks: int = 2, atten_heads: int = 1,
                  final_channel: int = 64, warmup_detail_iter: int = 3000, refine_mode: str = "sparse"):
@@ -81,8 +112,12 @@ class MaggieDecoder(SparseRefiner):
         guide, use_gt = self.select_guide(alpha8, state)
         alpha8, detail = self.detail_region(alpha8, guide)
         kernels = imd["kernels"][:, None].expand(-1, t, -1, -1).reshape(b * t, self.max_inst, -1)[:, :n]
-        alpha4, alpha1 = self.refine(detail, imd["feat"], kernels, shortcuts, n)
-        alpha, w4, w1 = fuse_progressive(alpha8, alpha4, alpha1, detail, self.training)
+        boxed = not self.training and _boxes_allowed()
+        alpha4, alpha1 = self.refine(detail, imd["feat"], kernels, shortcuts, n, squash=not boxed)
+        if boxed:
+            alpha4, alpha1, alpha = fuse_in_boxes(alpha8, detail, alpha4, alpha1)
+        else:
+            alpha, w4, w1 = fuse_progressive(alpha8, alpha4, alpha1, detail, self.training)
         out = {"alpha_os8": alpha8, "alpha_os4": alpha4, "alpha_os1": alpha1, "alpha": alpha,
                "detail_mask": detail, "feat": imd["feat"]}
         if self.training:
@@ -106,19 +141,24 @@ class MaggieDecoder(SparseRefiner):
         detail = compute_unknown(guide, 30)
         return alpha8, detail
 
-    def refine(self, detail, feat8, kernels, shortcuts, n):
+    def refine(self, detail, feat8, kernels, shortcuts, n, squash: bool = True):
+        """OS4 (upsampled) and OS1 mattes ``[BT, n, H, W]``; ``squash=False``: their logits, OS4 at H/4."""
         bt = feat8.shape[0]
         h, w = detail.shape[-2:]
         if self.training and detail.max() == 0:
             detail = detail.clone()
             detail[:, :, 200:250, 200:250] = 1.0  # the reference's guard against an empty region
         if not self.training and detail.sum() == 0:
+            if not squash:
+                return detail.new_full((bt, n, h // 4, w // 4), -99.0), detail.new_full((bt, n, h, w), -99.0)
             zeros = detail.new_zeros(bt, n, h, w)
             return zeros, zeros.clone()
         mode = "dense" if torch.onnx.is_in_onnx_export() else self.refine_mode
         fea1, fea2, fea3 = (f.dense() if isinstance(f, LazyBranch) and mode == "dense" else f for f in shortcuts[:3])
         logits4, logits1 = self.refine_logits(detail.reshape(bt * n, h, w) > 0, feat8, kernels, (fea1, fea2, fea3),
                                         n, mode=mode)
+        if not squash:
+            return logits4.reshape(bt, n, h // 4, w // 4), logits1.reshape(bt, n, h, w)
         logits4 = F.interpolate(logits4.reshape(bt, n, h // 4, w // 4), scale_factor=4.0, mode="bilinear",
                                 align_corners=False)
         return to_alpha(logits4), to_alpha(logits1.reshape(bt, n, h, w))

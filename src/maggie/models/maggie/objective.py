@@ -2,6 +2,8 @@
 
 L = w_alpha * L_rec + w_lap * L_lap + w_grad * L_grad + w_dt * L_dtSSD + w_att * L_att [+ w_temp * L_temp]
 [+ w_sum_one * L_sum_one, not in the reference: the instances' mattes add up to at most 1];
+[w_occlusion, not in the reference: the region-weighted terms weigh a person's pixels of other people
+ 1 + w_occlusion more];
 each of L_rec, L_lap, L_grad, L_dtSSD, L_sum_one summed over the three strides with weights 2:1:1
 (OS1:OS4:OS8).  OS8 is weighted over the whole image (x2 where the true or predicted
 alpha is uncertain); OS4/OS1 inside their refinement bands (75% of the time) or the
@@ -21,6 +23,7 @@ from maggie.models.ops.loss_terms import (
     laplacian_loss,
     os8_bce,
     os8_weights,
+    other_people,
     temporal_sparsity_loss,
     weighted_l1,
 )
@@ -46,6 +49,9 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
     else:
         w4, w1 = out["weight_os4"], out["weight_os1"]
     w8 = os8_weights(gt, a8, w.loss_reweight_os8)
+    if w.loss_occlusion_w > 0:
+        occ = w.loss_occlusion_w * other_people(gt.flatten(0, 1)).view_as(gt) * valid
+        w8, w4, w1 = w8 + occ, w4 + occ, w1 + occ
     flat = [x.reshape(b * t, n, h, w_) for x in (gt, a8, a4, a1, w8, w4, w1)]
     g, p8, p4, p1, q8, q4, q1 = flat
     terms: dict[str, torch.Tensor] = {}
