@@ -42,6 +42,10 @@ ROWS = [
      {"train": {"image": {"lr": 1.0e-5}}}),
     ("image_phase3_occlusion4", "image", "as image_phase3, a person's pixels of other people weigh 5x "
      "(loss_occlusion_w 4)", {"model": {"image": {"loss_occlusion_w": 4.0}}}),
+    ("image_phase3_occlusion4_lr1e-5", "image", "as image_phase3_occlusion4, learning rate 1e-5 instead of 5e-5",
+     {"model": {"image": {"loss_occlusion_w": 4.0}}, "train": {"image": {"lr": 1.0e-5}}}),
+    ("image_phase3_occlusion8", "image", "as image_phase3, a person's pixels of other people weigh 9x "
+     "(loss_occlusion_w 8)", {"model": {"image": {"loss_occlusion_w": 8.0}}}),
     ("video_before", "video", "the video stage before this change (no sum term)", SUM_ONE_OFF),
     ("video_sum_one", "video", "+ mattes add up to at most 1 (loss_sum_one_w 1)",
      {"model": {"video": {"loss_sum_one_w": 1.0}}}),
@@ -53,6 +57,11 @@ ROWS = [
      {"train": {"video": {"lr": 1.0e-5}}}),
     ("video_phase3_occlusion4", "video", "as video_phase3, a person's pixels of other people weigh 5x "
      "(loss_occlusion_w 4)", {"model": {"video": {"loss_occlusion_w": 4.0}}}),
+    ("video_guided", "video", "the default's video stage, evaluated with test.sum_to_one guided", {}),
+    ("video_guided_lr1e-5", "video", "as video_guided, learning rate 1e-5 instead of 5e-5",
+     {"train": {"video": {"lr": 1.0e-5}}}),
+    ("video_guided_lr1e-5_dtssd5", "video", "as video_guided_lr1e-5, dtSSD loss weight 5 instead of 1",
+     {"train": {"video": {"lr": 1.0e-5}}, "model": {"video": {"loss_dtSSD_w": 5.0}}}),
 ]
 
 
