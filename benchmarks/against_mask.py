@@ -28,12 +28,15 @@ def main() -> int:
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--subsets", nargs="*", default=None, help="default: test.image.subsets")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--short-size", type=int, default=None, help="test.short_size of the run (default: params)")
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     params = load_params(args.params)
+    if args.short_size:
+        params["test"]["short_size"] = args.short_size
     if args.subsets:
         params["test"]["image"]["subsets"] = args.subsets
     result = against_mask(load_model(args.weights), params)

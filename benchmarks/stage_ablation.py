@@ -62,7 +62,14 @@ ROWS = [
      {"train": {"video": {"lr": 1.0e-5}}}),
     ("video_guided_lr1e-5_dtssd5", "video", "as video_guided_lr1e-5, dtSSD loss weight 5 instead of 1",
      {"train": {"video": {"lr": 1.0e-5}}, "model": {"video": {"loss_dtSSD_w": 5.0}}}),
+    ("video_140_steps", "video", "the default's video stage (lr 1e-5, dtSSD weight 5) with 140 steps instead of 200",
+     {"train": {"video": {"max_iter": 140}}}),
+    ("video_hard_levels", "video", "the default's video stage on training videos of levels easy / medium / hard "
+     "0.1 / 0.4 / 0.5 instead of 0.2 / 0.5 / 0.3 (resynthesised)",
+     {"data": {"video_train": {"level_weights": {"comp_easy": 0.1, "comp_medium": 0.4, "comp_hard": 0.5}}}}),
 ]
+# rows whose overrides change one of these sections resynthesise that dataset in the row's folder
+SYNTHESISED = {"video_train": "V-HIM2K5", "image_train": "I-HIM50K"}
 
 
 def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
@@ -70,9 +77,20 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
     (d / "models").mkdir(parents=True, exist_ok=True)
     params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for link in ("data", "pretrain") + (("models/image",) if stage == "video" else ()):
+    remade = [k for k in SYNTHESISED if k in overrides.get("data", {})]
+    links = ("pretrain",) + (("models/image",) if stage == "video" else ())
+    if remade:  # the row's own copy of the changed datasets, the rest linked
+        (d / "data").mkdir(exist_ok=True)
+        links += tuple(f"data/{p.name}" for p in (REPO / "data").iterdir()
+                       if p.name not in {SYNTHESISED[k] for k in remade})
+    else:
+        links += ("data",)
+    for link in links:
         if not (d / link).exists():
             os.symlink(REPO / link, d / link)
+    for key in remade:
+        subprocess.run([sys.executable, "-m", "maggie.stages.synthesize", key, "--params", "params.yaml"], cwd=d,
+                       check=True, stdout=open(d / f"synthesize_{key}.log", "w"), stderr=subprocess.STDOUT)
     from maggie.files import sha256_file
 
     warm = sha256_file(REPO / "pretrain" / "maggie_default_image.safetensors")[:8]

@@ -31,10 +31,13 @@ def main() -> int:
     ap.add_argument("--video", nargs="*", default=[], help="temporal-module or video-network weights")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--short-size", type=int, default=None, help="test.short_size of the run (default: params)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     params = load_params(args.params)
+    if args.short_size:
+        params["test"]["short_size"] = args.short_size
     rows: dict[str, dict] = {"image, frame by frame": video_against_mask(load_model(args.image).eval(), params)}
     for weights in args.video:
         model = build_model("maggie_video")
