@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from maggie.config.presets import deep_merge  # noqa: E402
+from maggie.data.layout import DATASET_DIRS  # noqa: E402
 
 SUM_ONE_OFF = {"model": {"image": {"loss_sum_one_w": 0.0}, "video": {"loss_sum_one_w": 0.0}}}
 # (name, stage, what the row changes, overrides of params.yaml)
@@ -69,7 +70,7 @@ ROWS = [
      {"data": {"video_train": {"level_weights": {"comp_easy": 0.1, "comp_medium": 0.4, "comp_hard": 0.5}}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
-SYNTHESISED = {"video_train": "V-HIM2K5", "image_train": "I-HIM50K"}
+SYNTHESISED = ("video_train", "image_train")
 
 
 def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
@@ -78,25 +79,28 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
     params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     remade = [k for k in SYNTHESISED if k in overrides.get("data", {})]
+    remade_dirs = {DATASET_DIRS[k] for k in remade}
     links = ("pretrain",) + (("models/image",) if stage == "video" else ())
     if remade:  # the row's own copy of the changed datasets, the rest linked
         (d / "data").mkdir(exist_ok=True)
         links += tuple(f"data/{p.name}" for p in (REPO / "data").iterdir()
-                       if p.name not in {SYNTHESISED[k] for k in remade})
+                       if p.name not in remade_dirs)
     else:
         links += ("data",)
     for link in links:
         if not (d / link).exists():
             os.symlink(REPO / link, d / link)
     for key in remade:
-        subprocess.run([sys.executable, "-m", "maggie.stages.synthesize", key, "--params", "params.yaml"], cwd=d,
-                       check=True, stdout=open(d / f"synthesize_{key}.log", "w"), stderr=subprocess.STDOUT)
+        with open(d / f"synthesize_{key}.log", "w") as log:
+            subprocess.run([sys.executable, "-m", "maggie.stages.synthesize", key, "--params", "params.yaml"],
+                           cwd=d, check=True, stdout=log, stderr=subprocess.STDOUT)
     from maggie.files import sha256_file
 
     warm = sha256_file(REPO / "pretrain" / "maggie_default_image.safetensors")[:8]
     start = time.time()
-    subprocess.run([sys.executable, "-m", f"maggie.stages.train_{stage}", "--params", "params.yaml"], cwd=d,
-                   check=True, stdout=open(d / "train.log", "w"), stderr=subprocess.STDOUT)
+    with open(d / "train.log", "w") as log:
+        subprocess.run([sys.executable, "-m", f"maggie.stages.train_{stage}", "--params", "params.yaml"], cwd=d,
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - start
     if stage == "image":
         out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "against_mask.py"),
