@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from tiny_project import REPO, make_data, make_project, run
+from tiny_project import REPO, env, make_data, make_project, run
 
 from maggie.config.methods import method_params
 from maggie.config.params import LossWeights, ParamsError, load_params
@@ -17,6 +18,7 @@ from maggie.models import InstMatt, SparseMat, load_model
 from maggie.models.baselines.ftpvm_adapter import FTPVMBaseline
 from maggie.models.baselines.otvm_adapter import OTVMBaseline
 from maggie.models.registry import training_objective
+from maggie.runtime import evaluation_workers
 
 pymatting = pytest.importorskip("pymatting")
 
@@ -139,6 +141,44 @@ def test_reference_evaluation_stage(tiny):
     assert result["weights"] is None and result["count"] == 2
     assert set(result["closed_form"]) >= {"MAD", "MSE", "SAD", "Grad", "Conn"}
     assert (tiny / "eval/previews/methods/closed_form/image/in_dist/sim05_holes.png").stat().st_size > 0
+
+
+def test_evaluation_in_worker_processes_gives_the_same_figures(tiny):
+    sources = ["--source", "sim01_coarse28", "--source", "sim05_holes", "--source", "sim10_severe"]
+    base = [sys.executable, "-m", "maggie.stages.evaluate_image", "--method", "closed_form", "--subset", "in_dist",
+            *sources, "--params", "params.yaml"]
+    out = tiny / "eval/methods/closed_form/image/in_dist"
+
+    def figures() -> dict:
+        rows = {}
+        for name in ("sim01_coarse28", "sim05_holes", "sim10_severe"):
+            row = json.loads((out / f"{name}.json").read_text())
+            row.pop("seconds")
+            rows[name] = row
+        return rows
+
+    run(base + ["--workers", "1"], tiny)
+    serial = figures()
+    res = run(base + ["--workers", "2"], tiny)
+    assert "in 2 processes" in res.stdout + res.stderr
+    assert figures() == serial
+    bad = subprocess.run(base + ["--workers", "two"], cwd=tiny, env=env(), capture_output=True, text=True)
+    assert bad.returncode == 2 and "workers 'two'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluation_workers_follow_the_cores_and_the_jobs():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert evaluation_workers(cpu, 10) == 2
+        assert evaluation_workers(cpu, 3) == 1  # fewer than two benchmarks per process: not worth a process
+        assert evaluation_workers(cuda, 10) == 1
+        assert evaluation_workers(cpu, 10, 4) == 4 and evaluation_workers(cpu, 2, "8") == 2
+        with pytest.raises(ParamsError, match="workers 0"):
+            evaluation_workers(cpu, 10, 0)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cost_benchmark_writes_a_row_per_method_and_count(tmp_path):

@@ -32,3 +32,16 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
 def backend_for(device: torch.device) -> str:
     """The collective backend for a device: NCCL on CUDA, gloo otherwise."""
     return "nccl" if device.type == "cuda" else "gloo"
+
+
+def evaluation_workers(device: torch.device, jobs: int, requested: int | str = "auto") -> int:
+    """How many processes evaluate ``jobs`` independent benchmarks: one per CPU core when on the CPU and there
+    are at least two jobs per process (two one-thread processes do about 1.35x the work of one two-thread
+    process on two cores, since much of an evaluation is single-threaded), otherwise one (GPUs: one process)."""
+    if requested != "auto":
+        if not str(requested).isdigit() or int(requested) < 1:
+            raise ParamsError(f"workers {requested!r}: expected auto or a whole number >= 1")
+        return max(1, min(int(requested), jobs))
+    if device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), jobs // 2))

@@ -11,7 +11,9 @@ side ``test.short_size``, padding to a multiple of 32, masks quantised to OS8 fo
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from maggie.evaluation.references import REFERENCES, reference_predictor
 from maggie.files import write_json, write_png
 from maggie.inference.pipeline import predict_frames, predict_video
 from maggie.models import load_model
-from maggie.runtime import pick_device
+from maggie.runtime import evaluation_workers, pick_device
 
 log = logging.getLogger("maggie.evaluation")
 
@@ -196,47 +198,96 @@ def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None
     return str(best_weights(params, "video" if video else "image", method))
 
 
-def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
-                   device: str = "auto", benchmarks: list[dict[str, str]] | None = None,
-                   tracked: str | None = None) -> list[dict[str, Any]]:
-    """Evaluate ``method`` on image benchmarks (``{"subset", "source"}``) or video splits (``{"split"}``),
-    loading it once; write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and a preview PNG for each.
-    One process for a stage's benchmarks: a process per benchmark cost the default pipeline about 7 s each.
-    ``tracked``: video guidance from this project's tracker (``<test.out_dir>/tracked_masks/<tracked>/``,
-    ``maggie.evaluation.tracked_masks``), results under ``<test.out_dir>/video_masks/<tracked>/``."""
-    params = load_params(params_path)
-    device = pick_device(device)
-    weights = weights or method_weights(params, method, kind)
-    model, predict = None, None
-    if weights is None:
-        settings = (section(params, "methods") or {}).get(method) or {}
-        predict = reference_predictor(method, settings)
-    else:
-        model = load_model(weights, device=device)
-    out_dir = Path(section(params, "test")["out_dir"])
-    base = Path(kind) if method == NETWORK else Path("methods") / method / kind
-    if tracked is not None:
-        base = (Path() if method == NETWORK else Path("methods") / method) / "video_masks" / tracked
-    results = []
-    for where in benchmarks or []:
-        t0 = time.time()
-        if kind == "image":
-            stem = base / where["subset"] / where["source"]
-            result = evaluate_images(model, params, where["subset"], where["source"], device=device,
-                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict)
+class _BenchmarkRunner:
+    """One method loaded once, evaluating benchmarks one by one and writing each one's JSON and preview."""
+
+    def __init__(self, kind: str, params_path: str, method: str, weights: str | None, device: torch.device,
+                 tracked: str | None) -> None:
+        self.kind, self.method, self.device, self.tracked = kind, method, device, tracked
+        self.params = load_params(params_path)
+        self.weights = weights or method_weights(self.params, method, kind)
+        self.model, self.predict = None, None
+        if self.weights is None:
+            settings = (section(self.params, "methods") or {}).get(method) or {}
+            self.predict = reference_predictor(method, settings)
         else:
-            stem = base / where["split"]
-            masks = out_dir / "tracked_masks" / tracked / where["split"] if tracked is not None else None
+            self.model = load_model(self.weights, device=device)
+        self.out_dir = Path(section(self.params, "test")["out_dir"])
+        base = Path(kind) if method == NETWORK else Path("methods") / method / kind
+        if tracked is not None:
+            base = (Path() if method == NETWORK else Path("methods") / method) / "video_masks" / tracked
+        self.base = base
+
+    def __call__(self, where: dict[str, str]) -> dict[str, Any]:
+        t0 = time.time()
+        if self.kind == "image":
+            stem = self.base / where["subset"] / where["source"]
+            result = evaluate_images(self.model, self.params, where["subset"], where["source"], device=self.device,
+                                     previews=self.out_dir / "previews" / f"{stem}.png", method=self.method,
+                                     predict=self.predict)
+        else:
+            stem = self.base / where["split"]
+            tracked = self.tracked
+            masks = self.out_dir / "tracked_masks" / tracked / where["split"] if tracked is not None else None
             if masks is not None and not masks.is_dir():
                 raise DataError(f"{masks}: no tracked masks; the track_masks stage makes them "
                                 f"(python -m maggie.stages.track_masks --tracker {tracked})")
-            result = evaluate_videos(model, params, where["split"], device=device,
-                                     previews=out_dir / "previews" / f"{stem}.png", method=method, predict=predict,
-                                     mask_root=masks)
-        result.update(where, method=method, weights=weights, seconds=round(time.time() - t0, 2),
-                      **({"guidance": tracked} if tracked is not None else {}))
-        write_json(out_dir / f"{stem}.json", result)
-        log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[method]["MAD"],
+            result = evaluate_videos(self.model, self.params, where["split"], device=self.device,
+                                     previews=self.out_dir / "previews" / f"{stem}.png", method=self.method,
+                                     predict=self.predict, mask_root=masks)
+        result.update(where, method=self.method, weights=self.weights, seconds=round(time.time() - t0, 2),
+                      **({"guidance": self.tracked} if self.tracked is not None else {}))
+        write_json(self.out_dir / f"{stem}.json", result)
+        log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[self.method]["MAD"],
                  result["mask_as_alpha"]["MAD"], result["count"])
-        results.append(result)
-    return results
+        return result
+
+
+_WORKER: _BenchmarkRunner | Exception | None = None
+
+
+def _start_worker(threads: int, *args) -> None:
+    """A worker process of ``run_benchmarks``: its share of the threads, then the method, loaded once.  A failure
+    to load is kept and raised by the first benchmark, so the stage reports it as itself (an initializer that
+    raises only breaks the pool)."""
+    global _WORKER
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _WORKER = _BenchmarkRunner(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised in _run_in_worker
+        _WORKER = exc
+
+
+def _run_in_worker(where: dict[str, str]) -> dict[str, Any]:
+    if isinstance(_WORKER, Exception):
+        raise _WORKER
+    assert _WORKER is not None
+    return _WORKER(where)
+
+
+def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
+                   device: str = "auto", benchmarks: list[dict[str, str]] | None = None,
+                   tracked: str | None = None, workers: int | str | None = None) -> list[dict[str, Any]]:
+    """Evaluate ``method`` on image benchmarks (``{"subset", "source"}``) or video splits (``{"split"}``),
+    loading it once per process; write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and a preview PNG for each.
+    One stage's benchmarks share its processes: a process per benchmark cost the default pipeline about 7 s each.
+    ``workers`` (default ``test.workers``): how many processes, ``maggie.runtime.evaluation_workers``; each
+    benchmark runs whole in one of them, so the figures do not depend on it.
+    ``tracked``: video guidance from this project's tracker (``<test.out_dir>/tracked_masks/<tracked>/``,
+    ``maggie.evaluation.tracked_masks``), results under ``<test.out_dir>/video_masks/<tracked>/``."""
+    benchmarks = list(benchmarks or [])
+    torch_device = pick_device(device)
+    if workers is None:
+        workers = section(load_params(params_path), "test").get("workers", "auto")
+    count = evaluation_workers(torch_device, len(benchmarks), workers)
+    args = (kind, params_path, method, weights, torch_device, tracked)
+    if count <= 1:
+        runner = _BenchmarkRunner(*args)
+        return [runner(where) for where in benchmarks]
+    threads = max(1, torch.get_num_threads() // count)
+    log.info("evaluating %d benchmarks in %d processes of %d thread(s)", len(benchmarks), count, threads)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
+                             initargs=(threads, *args)) as pool:
+        return list(pool.map(_run_in_worker, benchmarks))

@@ -35,6 +35,8 @@ def evaluate_main(kind: str, doc: str | None, argv: list[str] | None) -> int:
                     help=f"maggie, a baseline under 'baselines', or a reference ({', '.join(REFERENCES)})")
     ap.add_argument("--weights", default=None, help="weights to evaluate (default: the trained stage's best)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", default=None, help="processes to evaluate in (default: test.workers; auto: one "
+                    "per CPU core when there are two benchmarks per process)")
 
     def body(a: argparse.Namespace) -> None:
         test = section(load_params(a.params), f"test.{kind}")
@@ -42,7 +44,7 @@ def evaluate_main(kind: str, doc: str | None, argv: list[str] | None) -> int:
             benchmarks = [{"subset": a.subset, "source": s} for s in a.source or test["mask_sources"]]
         else:
             benchmarks = [{"split": s} for s in a.split or test["splits"]]
-        run_benchmarks(kind, a.params, a.method, a.weights, a.device, benchmarks, a.tracked)
+        run_benchmarks(kind, a.params, a.method, a.weights, a.device, benchmarks, a.tracked, a.workers)
 
     return run_stage(f"evaluate_{kind}", ap, body, argv, USER_ERRORS + (MissingDependency,))
 
