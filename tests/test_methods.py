@@ -165,6 +165,26 @@ def test_evaluation_in_worker_processes_gives_the_same_figures(tiny):
     bad = subprocess.run(base + ["--workers", "two"], cwd=tiny, env=env(), capture_output=True, text=True)
     assert bad.returncode == 2 and "workers 'two'" in bad.stderr and "Traceback" not in bad.stderr
 
+    # Video splits: the jobs are single videos, their metric sums added up per split (float32 Grad convolutions
+    # in another process agree to about 1e-7).
+    video = [sys.executable, "-m", "maggie.stages.evaluate_video", "--method", "closed_form", "--split", "comp_easy",
+             "--split", "comp_hard", "--params", "params.yaml"]
+    splits = tiny / "eval/methods/closed_form/video"
+
+    def video_figures() -> dict:
+        return {s: json.loads((splits / f"{s}.json").read_text()) for s in ("comp_easy", "comp_hard")}
+
+    run(video + ["--workers", "1"], tiny)
+    serial = video_figures()
+    res = run(video + ["--workers", "2"], tiny)
+    assert "videos in 2 processes" in res.stdout + res.stderr
+    for split, row in video_figures().items():
+        assert row["count"] == serial[split]["count"] >= 1
+        for method in ("closed_form", "mask_as_alpha"):
+            assert row[method].keys() == serial[split][method].keys()
+            for name, value in row[method].items():
+                assert value == pytest.approx(serial[split][method][name], rel=1e-6, abs=1e-9), (split, name)
+
 
 def test_evaluation_workers_follow_the_cores_and_the_jobs():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

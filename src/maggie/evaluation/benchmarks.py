@@ -136,23 +136,28 @@ def update_video(acc: MetricAccumulator, pred: np.ndarray, gt: np.ndarray) -> No
         acc.add_state(pair.state())
 
 
-def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
-                    device: torch.device | None = None, names=None, validation: bool = False,
-                    previews: Path | None = None, method: str = "maggie", predict=None,
-                    mask_root: Path | None = None) -> dict[str, Any]:
-    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split.
-    ``mask_root``: the guidance from ``<mask_root>/<video>/<frame>/NN.png`` instead of ``test.video.mask_dir``."""
-    test = section(params, "test")
+def video_test_set(params: dict[str, Any], split: str | None = None, mask_root: Path | None = None) -> VideoTestSet:
+    """One split of the video test set (``test.video.val_split`` by default), guided by ``test.video.mask_dir``
+    or by ``<mask_root>/<video>/<frame>/NN.png``."""
     vid_cfg = section(params, "test.video")
-    split = split or vid_cfg["val_split"]
-    names = tuple(names or (list(test["metrics"]) + list(vid_cfg.get("extra_metrics", []))))
-    device = device or torch.device("cpu")
-    data = VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split, vid_cfg.get("mask_dir", "xmem"),
-                        mask_root)
+    return VideoTestSet(section(params, "data")["root"], vid_cfg["dir"], split or vid_cfg["val_split"],
+                        vid_cfg.get("mask_dir", "xmem"), mask_root)
+
+
+def video_metric_names(params: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(list(section(params, "test")["metrics"]) + list(section(params, "test.video").get("extra_metrics",
+                                                                                                    [])))
+
+
+def score_videos(model, params: dict[str, Any], data: VideoTestSet, videos: list[str], names: tuple[str, ...],
+                 device: torch.device, method: str = "maggie", predict=None, preview_rows: int = 2,
+                 progress: bool = False) -> tuple[dict[str, MetricAccumulator], list[list[np.ndarray]]]:
+    """The metric accumulators (the method's and the mask's) over ``videos`` of ``data``, and preview rows for
+    the first ``preview_rows`` of them.  Accumulators of disjoint video lists add up (``add_state``)."""
+    test = section(params, "test")
     accs = _accumulators(names, method)
-    videos = data.videos[:limit] if limit else data.videos
     rows = []
-    for video in tqdm(videos, desc=f"eval {method} {split}", disable=validation, unit="video"):
+    for video in tqdm(videos, desc=f"eval {method} {data.base.name}", disable=not progress, unit="video"):
         frames = data.frames(video)
         gts, masks, preds = [], [], []
         if predict is None and getattr(model, "cfg", None) is not None and model.cfg.arch == "maggie_image":
@@ -169,7 +174,8 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
                                           sum_to_one=test.get("sum_to_one", False), first_alpha=first))
         else:
             outputs = predict_video(model, ((f.image, f.masks) for f in frames), test["short_size"], device,
-                                    vid_cfg.get("clip_length", 3), sum_to_one=test.get("sum_to_one", False))
+                                    section(params, "test.video").get("clip_length", 3),
+                                    sum_to_one=test.get("sum_to_one", False))
         for frame, pred in zip(frames, outputs, strict=True):
             gts.append(frame.alphas)
             masks.append(frame.masks.astype(np.float32))
@@ -177,10 +183,24 @@ def evaluate_videos(model, params: dict[str, Any], split: str | None = None, lim
         gt, mk, pr = np.stack(gts), np.stack(masks), np.stack(preds)
         for key, values in ((method, pr), ("mask_as_alpha", mk)):
             update_video(accs[key], values, gt)
-        if previews is not None and len(rows) < 2:
+        if len(rows) < preview_rows:
             mid = len(frames) // 2
             rows.append([label(frames[mid].image, f"{video} t={mid}"), label(colour_mattes(mk[mid]), "tracker mask"),
                          label(colour_mattes(pr[mid]), _title(method)), label(colour_mattes(gt[mid]), "truth")])
+    return accs, rows
+
+
+def evaluate_videos(model, params: dict[str, Any], split: str | None = None, limit: int | None = None,
+                    device: torch.device | None = None, names=None, validation: bool = False,
+                    previews: Path | None = None, method: str = "maggie", predict=None,
+                    mask_root: Path | None = None) -> dict[str, Any]:
+    """Metrics of a network on sliding clips, or of a frame-by-frame reference (``predict``), on one split.
+    ``mask_root``: the guidance from ``<mask_root>/<video>/<frame>/NN.png`` instead of ``test.video.mask_dir``."""
+    data = video_test_set(params, split, mask_root)
+    videos = data.videos[:limit] if limit else data.videos
+    accs, rows = score_videos(model, params, data, videos, tuple(names or video_metric_names(params)),
+                              device or torch.device("cpu"), method, predict,
+                              preview_rows=2 if previews is not None else 0, progress=not validation)
     if previews is not None and rows:
         write_png(previews, grid(rows))
     result = {k: acc.average() for k, acc in accs.items()}
@@ -198,49 +218,89 @@ def method_weights(params: dict[str, Any], method: str, kind: str) -> str | None
     return str(best_weights(params, "video" if video else "image", method))
 
 
-class _BenchmarkRunner:
-    """One method loaded once, evaluating benchmarks one by one and writing each one's JSON and preview."""
+class _ResultWriter:
+    """Where a method's results go, and the writing of a benchmark's JSON and preview (``finish``, ``write``)."""
+
+    def __init__(self, kind: str, params: dict[str, Any], method: str, weights: str | None,
+                 tracked: str | None) -> None:
+        self.kind, self.params, self.method, self.tracked = kind, params, method, tracked
+        self.weights = weights or method_weights(params, method, kind)
+        self.out_dir = Path(section(params, "test")["out_dir"])
+        base = Path(kind) if method == NETWORK else Path("methods") / method / kind
+        if tracked is not None:
+            base = (Path() if method == NETWORK else Path("methods") / method) / "video_masks" / tracked
+        self.base = base
+
+    def stem(self, where: dict[str, str]) -> Path:
+        return self.base / where["subset"] / where["source"] if self.kind == "image" else self.base / where["split"]
+
+    def videos(self, where: dict[str, str]) -> VideoTestSet:
+        tracked = self.tracked
+        masks = self.out_dir / "tracked_masks" / tracked / where["split"] if tracked is not None else None
+        if masks is not None and not masks.is_dir():
+            raise DataError(f"{masks}: no tracked masks; the track_masks stage makes them "
+                            f"(python -m maggie.stages.track_masks --tracker {tracked})")
+        return video_test_set(self.params, where["split"], masks)
+
+    def finish(self, where: dict[str, str], states: list[dict[str, Any]], rows: list, count: int,
+               seconds: float) -> dict[str, Any]:
+        """A split's result from its videos' accumulator states (in video order) and preview rows."""
+        accs = _accumulators(video_metric_names(self.params), self.method)
+        for state in states:
+            for key, acc in accs.items():
+                acc.add_state(state[key])
+        if rows:
+            write_png(self.out_dir / "previews" / f"{self.stem(where)}.png", grid(rows[:2]))
+        result = {k: acc.average() for k, acc in accs.items()}
+        result["count"] = count
+        return self.write(where, result, seconds)
+
+    def write(self, where: dict[str, str], result: dict[str, Any], seconds: float) -> dict[str, Any]:
+        result.update(where, method=self.method, weights=self.weights, seconds=round(seconds, 2),
+                      **({"guidance": self.tracked} if self.tracked is not None else {}))
+        stem = self.stem(where)
+        write_json(self.out_dir / f"{stem}.json", result)
+        log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[self.method]["MAD"],
+                 result["mask_as_alpha"]["MAD"], result["count"])
+        return result
+
+
+class _BenchmarkRunner(_ResultWriter):
+    """One method loaded once: evaluates whole benchmarks, or one video of a split (``score``)."""
 
     def __init__(self, kind: str, params_path: str, method: str, weights: str | None, device: torch.device,
                  tracked: str | None) -> None:
-        self.kind, self.method, self.device, self.tracked = kind, method, device, tracked
-        self.params = load_params(params_path)
-        self.weights = weights or method_weights(self.params, method, kind)
+        super().__init__(kind, load_params(params_path), method, weights, tracked)
+        self.device = device
         self.model, self.predict = None, None
         if self.weights is None:
             settings = (section(self.params, "methods") or {}).get(method) or {}
             self.predict = reference_predictor(method, settings)
         else:
             self.model = load_model(self.weights, device=device)
-        self.out_dir = Path(section(self.params, "test")["out_dir"])
-        base = Path(kind) if method == NETWORK else Path("methods") / method / kind
-        if tracked is not None:
-            base = (Path() if method == NETWORK else Path("methods") / method) / "video_masks" / tracked
-        self.base = base
 
     def __call__(self, where: dict[str, str]) -> dict[str, Any]:
         t0 = time.time()
+        previews = self.out_dir / "previews" / f"{self.stem(where)}.png"
         if self.kind == "image":
-            stem = self.base / where["subset"] / where["source"]
             result = evaluate_images(self.model, self.params, where["subset"], where["source"], device=self.device,
-                                     previews=self.out_dir / "previews" / f"{stem}.png", method=self.method,
-                                     predict=self.predict)
+                                     previews=previews, method=self.method, predict=self.predict)
         else:
-            stem = self.base / where["split"]
-            tracked = self.tracked
-            masks = self.out_dir / "tracked_masks" / tracked / where["split"] if tracked is not None else None
-            if masks is not None and not masks.is_dir():
-                raise DataError(f"{masks}: no tracked masks; the track_masks stage makes them "
-                                f"(python -m maggie.stages.track_masks --tracker {tracked})")
-            result = evaluate_videos(self.model, self.params, where["split"], device=self.device,
-                                     previews=self.out_dir / "previews" / f"{stem}.png", method=self.method,
-                                     predict=self.predict, mask_root=masks)
-        result.update(where, method=self.method, weights=self.weights, seconds=round(time.time() - t0, 2),
-                      **({"guidance": self.tracked} if self.tracked is not None else {}))
-        write_json(self.out_dir / f"{stem}.json", result)
-        log.info("%s: MAD %.3f (mask as alpha %.3f) over %d", stem, result[self.method]["MAD"],
-                 result["mask_as_alpha"]["MAD"], result["count"])
-        return result
+            data = self.videos(where)
+            accs, rows = score_videos(self.model, self.params, data, data.videos, video_metric_names(self.params),
+                                      self.device, self.method, self.predict, progress=True)
+            return self.finish(where, [{k: a.state() for k, a in accs.items()}], rows, len(data.videos),
+                               time.time() - t0)
+        return self.write(where, result, time.time() - t0)
+
+    def score(self, job: tuple[dict[str, str], str]) -> tuple[dict[str, Any], list, float]:
+        """One video of a split: the accumulators' states, its preview row and the seconds it took."""
+        where, video = job
+        t0 = time.time()
+        data = self.videos(where)
+        accs, rows = score_videos(self.model, self.params, data, [video], video_metric_names(self.params),
+                                  self.device, self.method, self.predict)
+        return {k: a.state() for k, a in accs.items()}, rows, time.time() - t0
 
 
 _WORKER: _BenchmarkRunner | Exception | None = None
@@ -248,7 +308,7 @@ _WORKER: _BenchmarkRunner | Exception | None = None
 
 def _start_worker(threads: int, *args) -> None:
     """A worker process of ``run_benchmarks``: its share of the threads, then the method, loaded once.  A failure
-    to load is kept and raised by the first benchmark, so the stage reports it as itself (an initializer that
+    to load is kept and raised by the first job, so the stage reports it as itself (an initializer that
     raises only breaks the pool)."""
     global _WORKER
     torch.set_num_threads(threads)
@@ -259,11 +319,11 @@ def _start_worker(threads: int, *args) -> None:
         _WORKER = exc
 
 
-def _run_in_worker(where: dict[str, str]) -> dict[str, Any]:
+def _run_in_worker(job):
     if isinstance(_WORKER, Exception):
         raise _WORKER
     assert _WORKER is not None
-    return _WORKER(where)
+    return _WORKER.score(job) if isinstance(job, tuple) else _WORKER(job)
 
 
 def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: str | None = None,
@@ -272,22 +332,38 @@ def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: 
     """Evaluate ``method`` on image benchmarks (``{"subset", "source"}``) or video splits (``{"split"}``),
     loading it once per process; write ``<test.out_dir>/[methods/<m>/]<kind>/...json`` and a preview PNG for each.
     One stage's benchmarks share its processes: a process per benchmark cost the default pipeline about 7 s each.
-    ``workers`` (default ``test.workers``): how many processes, ``maggie.runtime.evaluation_workers``; each
-    benchmark runs whole in one of them, so the figures do not depend on it.
+    ``workers`` (default ``test.workers``): how many processes, ``maggie.runtime.evaluation_workers``.  The jobs
+    are whole image benchmarks, or single videos of the splits whose metric sums are added up in video order, so
+    the figures do not depend on it.
     ``tracked``: video guidance from this project's tracker (``<test.out_dir>/tracked_masks/<tracked>/``,
     ``maggie.evaluation.tracked_masks``), results under ``<test.out_dir>/video_masks/<tracked>/``."""
     benchmarks = list(benchmarks or [])
     torch_device = pick_device(device)
+    params = load_params(params_path)
     if workers is None:
-        workers = section(load_params(params_path), "test").get("workers", "auto")
-    count = evaluation_workers(torch_device, len(benchmarks), workers)
+        workers = section(params, "test").get("workers", "auto")
+    jobs: list = benchmarks
+    if kind == "video":
+        jobs = [(where, video) for where in benchmarks
+                for video in video_test_set(params, where["split"]).videos]
+    count = evaluation_workers(torch_device, len(jobs), workers)
     args = (kind, params_path, method, weights, torch_device, tracked)
     if count <= 1:
         runner = _BenchmarkRunner(*args)
         return [runner(where) for where in benchmarks]
     threads = max(1, torch.get_num_threads() // count)
-    log.info("evaluating %d benchmarks in %d processes of %d thread(s)", len(benchmarks), count, threads)
+    log.info("evaluating %d %s in %d processes of %d thread(s)", len(jobs),
+             "benchmarks" if kind == "image" else "videos", count, threads)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
     with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
                              initargs=(threads, *args)) as pool:
-        return list(pool.map(_run_in_worker, benchmarks))
+        done = list(pool.map(_run_in_worker, jobs))
+    if kind == "image":
+        return done
+    writer = _ResultWriter(kind, params, method, weights, tracked)  # no model in this process
+    results = []
+    for where in benchmarks:
+        mine = [d for (w, _), d in zip(jobs, done, strict=True) if w is where]
+        results.append(writer.finish(where, [m[0] for m in mine], [r for m in mine for r in m[1]], len(mine),
+                                       sum(m[2] for m in mine)))
+    return results
