@@ -58,6 +58,8 @@ ROWS = [
      {"train": {"video": {"lr": 1.0e-5}}}),
     ("video_phase3_occlusion4", "video", "as video_phase3, a person's pixels of other people weigh 5x "
      "(loss_occlusion_w 4)", {"model": {"video": {"loss_occlusion_w": 4.0}}}),
+    ("image_occlusion2", "image", "the default's image stage with the occlusion weight 2 instead of 4 "
+     "(loss_occlusion_w 2)", {"model": {"image": {"loss_occlusion_w": 2.0}}}),
     ("video_guided", "video", "the default's video stage, evaluated with test.sum_to_one guided", {}),
     ("video_guided_lr1e-5", "video", "as video_guided, learning rate 1e-5 instead of 5e-5",
      {"train": {"video": {"lr": 1.0e-5}}}),
