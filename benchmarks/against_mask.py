@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--subsets", nargs="*", default=None, help="default: test.image.subsets")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--short-size", type=int, default=None, help="test.short_size of the run (default: params)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: the network under CPU/GPU autocast (what `maggie predict --precision bf16` runs)")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -39,7 +41,11 @@ def main() -> int:
         params["test"]["short_size"] = args.short_size
     if args.subsets:
         params["test"]["image"]["subsets"] = args.subsets
-    result = against_mask(load_model(args.weights), params)
+    import torch
+
+    model = load_model(args.weights)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        result = against_mask(model, params)
     print(json.dumps({s: {k: round(r[k], 3) for k in ("MAD", "mask_MAD", "ratio", "wins")} for s, r in result.items()},
                      indent=1))
     return 0

@@ -33,6 +33,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))
+from maggie.runtime import HEAP_THRESHOLD  # noqa: E402
+
 PARITY = REPO.parent / "shared" / "parity"
 # (height, width, people, uncertain fraction of the image, one mask for all): the cases of issue 19, then
 # ten people against one person whose mask is the same ten boxes, at 576 x 1024: the same uncertain pixels,
@@ -79,12 +82,14 @@ def write_case(path: Path, h: int, w: int, n: int, fraction: float, union: bool)
 
 
 def run_ours(inputs: Path, weights: Path, mode: str, threads: int, warmup: int, repeats: int, fixed: bool,
-             out: Path) -> dict:
-    """One case in this process (``--child``)."""
+             out: Path, bf16: bool = False) -> dict:
+    """One case in this process (``--child``); ``bf16``: under CPU autocast, as ``maggie predict --precision bf16``."""
     import torch
 
     from maggie.models import load_model
+    from maggie.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as `maggie predict` and the stages run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
     torch.set_num_threads(threads)
     model = load_model(str(weights), refine_mode=mode)
     data = np.load(inputs)
@@ -93,20 +98,21 @@ def run_ours(inputs: Path, weights: Path, mode: str, threads: int, warmup: int, 
         detail = torch.from_numpy(data["detail"]).flatten(0, 1)
         model.decoder.detail_region = lambda alpha8, guide: (alpha8, detail)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(warmup + repeats):
             t0 = time.perf_counter()
             result = model(image, mask)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-    np.savez_compressed(out, alpha=result["alpha"].numpy(), detail=result["detail_mask"].numpy())
+    np.savez_compressed(out, alpha=result["alpha"].float().numpy(), detail=result["detail_mask"].float().numpy())
     return {"median_ms": round(1000 * float(np.median(times)), 1), "times_ms": [round(1000 * t, 1) for t in times],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "threads": torch.get_num_threads()}
 
 
-def child(cmd: list[str]) -> dict:
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+def child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    res = subprocess.run(cmd, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     if res.returncode != 0:
         raise SystemExit(f"bench_vs_reference: {' '.join(cmd[:3])} ... failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -138,7 +144,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     labels = [r["case"].replace(", ", ",\n", 1) for r in rows]
     fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
-    keys = ["reference_ms"] + [k for k in rows[0] if k.startswith("ours_") and k.endswith("_ms")]
+    keys = [k for k in ("reference_ms", "reference_heap_ms") if k in rows[0]]
+    keys += [k for k in rows[0] if k.startswith("ours_") and k.endswith("_ms")]
     x = np.arange(len(rows))
     for i, k in enumerate(keys):
         ax.bar(x + (i - len(keys) / 2 + 0.5) * 0.8 / len(keys), [r[k] for r in rows], 0.8 / len(keys),
@@ -158,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-python", default=None, help="python of the reference's environment")
     ap.add_argument("--setup-venv", type=Path, default=None, help="make the reference's environment here and stop")
     ap.add_argument("--modes", nargs="+", default=["sparse", "dense"], choices=["sparse", "rulebook", "dense"])
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time ours sparse in bfloat16 (CPU autocast; its mattes differ from fp32: see the JSON)")
+    ap.add_argument("--reference-heap", action="store_true",
+                    help="also time the official under the allocator settings ours runs with (glibc's "
+                         "MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_, maggie.runtime.keep_freed_memory)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
@@ -172,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         inputs, weights, mode, threads, warmup, repeats, out = args.child
         print(json.dumps(run_ours(Path(inputs), Path(weights), mode, int(threads), int(warmup), int(repeats),
-                                  args.fixed, Path(out))))
+                                  args.fixed, Path(out), bf16=args.bf16)))
         return 0
+    # (column, refinement mode, bf16): fp32 per mode, then the sparse path in bfloat16 if asked
+    variants = [(m, m, False) for m in args.modes] + ([("sparse_bf16", "sparse", True)] if args.bf16 else [])
     if args.setup_venv:
         return setup_venv(args.setup_venv)
     if args.reference is None or not (args.reference / "maggie" / "network").is_dir():
@@ -212,34 +226,50 @@ def main(argv: list[str] | None = None) -> int:
             row = {"case": f"{h}x{w}, {who} ({100 * got:.1f}%)", "height": h, "width": w,
                    "people": 1 if union else n, "uncertain_fraction": round(got, 4)}
             ref_out = tmp / f"ref{i}.npz"
-            ref = child([ref_python, str(HERE / "reference_maggie.py"), "--reference", str(args.reference.resolve()),
-                         "--weights", str(args.weights), "--inputs", str(inputs), "--out", str(ref_out),
-                         "--fixed-detail",
-                         "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)])
+            ref_cmd = [ref_python, str(HERE / "reference_maggie.py"), "--reference", str(args.reference.resolve()),
+                       "--weights", str(args.weights), "--inputs", str(inputs), "--out", str(ref_out), "--fixed-detail",
+                       "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+            ref = child(ref_cmd)
             row.update(reference_ms=ref["median_ms"], reference_rss_mb=ref["peak_rss_mb"])
-            for mode in args.modes:
-                ours_out = tmp / f"ours{i}_{mode}.npz"
+            if args.reference_heap:
+                heap = str(HEAP_THRESHOLD)
+                ref_heap = child(ref_cmd, {"MALLOC_MMAP_THRESHOLD_": heap, "MALLOC_TRIM_THRESHOLD_": heap})
+                row.update(reference_heap_ms=ref_heap["median_ms"], reference_heap_rss_mb=ref_heap["peak_rss_mb"])
+            for col, mode, bf16 in variants:
+                ours_out = tmp / f"ours{i}_{col}.npz"
                 ours = child(me + ["--child", str(inputs), str(args.weights), mode, str(args.threads), str(args.warmup),
-                                   str(args.repeats), str(ours_out), "--fixed"])
-                row.update({f"ours_{mode}_ms": ours["median_ms"], f"ours_{mode}_rss_mb": ours["peak_rss_mb"],
-                            f"ours_{mode}_vs_reference": ours["median_ms"] / ref["median_ms"],
-                            f"ours_{mode}_mean_abs_diff": diff(ours_out, ref_out)["mean_abs"]})
+                                   str(args.repeats), str(ours_out), "--fixed"] + (["--bf16"] if bf16 else []))
+                d = diff(ours_out, ref_out)
+                row.update({f"ours_{col}_ms": ours["median_ms"], f"ours_{col}_rss_mb": ours["peak_rss_mb"],
+                            f"ours_{col}_vs_reference": ours["median_ms"] / ref["median_ms"],
+                            f"ours_{col}_mean_abs_diff": d["mean_abs"]})
+                if args.reference_heap:
+                    row[f"ours_{col}_vs_reference_heap"] = ours["median_ms"] / row["reference_heap_ms"]
+                if bf16:
+                    row.update({f"ours_{col}_max_abs_diff": d["max_abs"],
+                                f"ours_{col}_share_over_1e-2": d["share_over_1e-2"]})
             result["cases"].append(row)
             print(json.dumps(row), flush=True)
-    result["people_vs_one"] = people_vs_one(result["cases"], args.modes)
+    cols = [c for c, _, _ in variants]
+    result["people_vs_one"] = people_vs_one(result["cases"], cols)
     from maggie.files import write_json
 
     write_json(args.out, result)
     if result["cases"]:
         plot(result["cases"], args.out.with_suffix(".png"))
-    modes = args.modes
-    print("\n| case | official (spconv) | " + " | ".join(f"ours {m}" for m in modes) + " | ours sparse / official |")
-    print("| --- | --- | " + " | ".join("---" for _ in modes) + " | --- |")
+    ratios = [c for c in ("sparse", "sparse_bf16") if c in cols]
+    heap = args.reference_heap
+    print("\n| case | official (spconv) | " + ("official, heap | " if heap else "")
+          + " | ".join(f"ours {c}" for c in cols) + " | " + " | ".join(f"ours {c} / official" for c in ratios)
+          + (" | ours sparse / official, heap" if heap else "") + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in cols + ratios + ([0, 0] if heap else [])) + " |")
     for r in result["cases"]:
-        cells = [f"{r[f'ours_{m}_ms']:.0f} ms, {r[f'ours_{m}_rss_mb']:.0f} MB" for m in modes]
-        ratio = f"{r['ours_sparse_vs_reference']:.2f}x" if "ours_sparse_vs_reference" in r else ""
+        cells = [f"{r['reference_heap_ms']:.0f} ms, {r['reference_heap_rss_mb']:.0f} MB"] if heap else []
+        cells += [f"{r[f'ours_{c}_ms']:.0f} ms, {r[f'ours_{c}_rss_mb']:.0f} MB" for c in cols]
+        cells += [f"{r[f'ours_{c}_vs_reference']:.2f}x" for c in ratios]
+        cells += [f"{r['ours_sparse_vs_reference_heap']:.2f}x"] if heap and "sparse" in cols else []
         print(f"| {r['case']} | {r['reference_ms']:.0f} ms, {r['reference_rss_mb']:.0f} MB | " + " | ".join(cells)
-              + f" | {ratio} |")
+              + " |")
     for key, ratio in result["people_vs_one"].items():
         print(f"{key}: {ratio:.2f}x")
     return 0
@@ -255,6 +285,8 @@ def people_vs_one(rows: list[dict], modes: list[str]) -> dict[str, float]:
     for many, one in pairs:
         tag = f"{many['height']}x{many['width']} {many['people']} people vs 1"
         out[f"{tag}, official"] = many["reference_ms"] / one["reference_ms"]
+        if "reference_heap_ms" in many:
+            out[f"{tag}, official (heap)"] = many["reference_heap_ms"] / one["reference_heap_ms"]
         for m in modes:
             out[f"{tag}, ours {m}"] = many[f"ours_{m}_ms"] / one[f"ours_{m}_ms"]
     return out

@@ -201,6 +201,42 @@ def test_evaluation_workers_follow_the_cores_and_the_jobs():
         torch.set_num_threads(threads)
 
 
+KEEP_FREED_MEMORY_PROBE = """
+import ctypes, sys, torch
+from maggie.runtime import keep_freed_memory
+names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+info = type("MallInfo2", (ctypes.Structure,), {"_fields_": [(n, ctypes.c_size_t) for n in names]})
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = info
+done = keep_freed_memory()
+before = libc.mallinfo2().hblkhd
+x = torch.ones(64 << 20, dtype=torch.uint8)
+print(int(done), libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    """The tensors of a forward (tens of MB) come from the heap, not from fresh mappings; opt-out honoured."""
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+
+    def probe(**extra: str) -> tuple[int, int]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        out = subprocess.run([sys.executable, "-c", KEEP_FREED_MEMORY_PROBE], capture_output=True, text=True,
+                             check=True, env={**environment, **extra})
+        done, mapped = out.stdout.split()
+        return int(done), int(mapped)
+
+    done, mapped = probe()
+    assert done == 1 and mapped < (1 << 20)  # the 64 MB tensor lies in the heap
+    done, mapped = probe(MAGGIE_SYSTEM_MALLOC="1")
+    assert done == 0 and mapped >= (64 << 20)  # glibc's default: a fresh mapping
+
+
 def test_cost_benchmark_writes_a_row_per_method_and_count(tmp_path):
     out = tmp_path / "cost.json"
     run([sys.executable, str(REPO / "benchmarks" / "bench_methods.py"), "--size", "64", "64", "--instances", "1", "2",

@@ -122,6 +122,39 @@ def test_tile_grid_keeps_only_tiles_with_active_sites():
     assert level.mask.shape == (3, 1, 32, 32) and level.mask.sum() == s1.sum()
 
 
+def test_sparse_level_finds_neighbours_without_an_index_map():
+    from maggie.models.ops.sparse_conv import SparseLevel
+
+    g = torch.Generator().manual_seed(7)
+    active = torch.rand(3, 13, 11, generator=g) > 0.7
+    active[1] = False  # an item without sites
+    level = SparseLevel(active)
+    index = torch.full(active.shape, -1, dtype=torch.long)  # the brute-force map
+    b, y, x = level.coords.unbind(1)
+    index[b, y, x] = torch.arange(level.num_sites)
+    for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 1), (-1, -1)):  # x = -1 and x = w would alias the next row
+        qy, qx = y + dy, x + dx
+        inside = (qy >= 0) & (qy < 13) & (qx >= 0) & (qx < 11)
+        want = torch.where(inside, index[b, qy.clamp(0, 12), qx.clamp(0, 10)], -1)
+        assert torch.equal(level.find(b, qy, qx), want), (dy, dx)
+    none = SparseLevel(torch.zeros(2, 4, 4, dtype=torch.bool))
+    assert torch.equal(none.find(*[torch.zeros(3, dtype=torch.long)] * 3), torch.full((3,), -1))
+    dense = level.to_dense(torch.arange(level.num_sites, dtype=torch.float32)[:, None], -99.0)
+    assert torch.equal(dense[:, 0], torch.where(active, index.float(), torch.tensor(-99.0)))
+
+
+def test_tile_grid_tiles_of_a_map_not_divisible_by_the_tile():
+    from maggie.models.ops.sparse_conv import downsample_sites
+    from maggie.models.ops.tile_conv import TileGrid
+
+    s1 = torch.zeros(1, 40, 70, dtype=torch.bool)
+    s1[0, 39, 69] = True  # the last pixel: the grid's last, partial tile
+    s2 = downsample_sites(s1)
+    grid = TileGrid([s1, s2], tile=32)
+    assert (grid.rows, grid.cols) == (2, 3) and grid.coords.tolist() == [[0, 1, 2]]
+    assert grid.fill(s1) == 1 / (32 * 32)
+
+
 def test_more_than_ten_instances_in_groups(image_weights):
     model = load_model(image_weights)
     image = torch.randn(1, 1, 3, 64, 64, generator=torch.Generator().manual_seed(3))

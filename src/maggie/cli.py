@@ -39,6 +39,7 @@ from maggie.inference.inputs import (
 )
 from maggie.inference.outputs import DEFAULT_KINDS, KINDS, VIDEO_KINDS, OutputWriter, parse_background, parse_kinds
 from maggie.models import WeightsError
+from maggie.runtime import keep_freed_memory
 
 log = logging.getLogger("maggie")
 
@@ -294,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print("maggie: error: --chunk must be at least 1", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)  # timeout, docker stop, SLURM: clean up the staging folder
+    keep_freed_memory()  # large tensors reuse mapped pages (maggie.runtime)
     try:
         return args.func(args)
     except (DataError, WeightsError, ValueError, OSError) as exc:

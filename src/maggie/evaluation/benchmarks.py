@@ -31,7 +31,7 @@ from maggie.evaluation.references import REFERENCES, reference_predictor
 from maggie.files import write_json, write_png
 from maggie.inference.pipeline import predict_frames, predict_video
 from maggie.models import load_model
-from maggie.runtime import evaluation_workers, pick_device
+from maggie.runtime import evaluation_workers, keep_freed_memory, pick_device
 
 log = logging.getLogger("maggie.evaluation")
 
@@ -312,6 +312,7 @@ def _start_worker(threads: int, *args) -> None:
     raises only breaks the pool)."""
     global _WORKER
     torch.set_num_threads(threads)
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         _WORKER = _BenchmarkRunner(*args)

@@ -148,7 +148,7 @@ class MaggieDecoder(SparseRefiner):
         if self.training and detail.max() == 0:
             detail = detail.clone()
             detail[:, :, 200:250, 200:250] = 1.0  # the reference's guard against an empty region
-        if not self.training and detail.sum() == 0:
+        if not self.training and not detail.any():
             if not squash:
                 return detail.new_full((bt, n, h // 4, w // 4), -99.0), detail.new_full((bt, n, h, w), -99.0)
             zeros = detail.new_zeros(bt, n, h, w)

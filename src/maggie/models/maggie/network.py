@@ -116,7 +116,7 @@ class MaGGIe(nn.Module):
     def _forward_group(self, image, mask, state):
         b, t, _, h, w = image.shape
         n = mask.shape[2]
-        if not self.training and mask.sum() == 0:
+        if not self.training and not mask.any():
             zeros = image.new_zeros(b, t, n, h, w)
             out = {k: zeros.clone() for k in ("alpha", "alpha_os8", "alpha_os4", "alpha_os1", "detail_mask")}
             if self.is_video:

@@ -163,28 +163,32 @@ class SparseLevel(_ConvThenNorm):
         self.active = active
         self.shape = active.shape
         self.coords = torch.nonzero(active)  # [N, 3]
-        n = self.coords.shape[0]
-        index = torch.full(active.shape, -1, dtype=torch.long, device=active.device)
-        index[self.coords[:, 0], self.coords[:, 1], self.coords[:, 2]] = torch.arange(n, device=active.device)
-        self.index = index
+        b, y, x = self.coords.unbind(1)
+        # The sites' flat positions, ascending (``nonzero`` order): neighbours are found by binary search, so no
+        # per-item full-resolution index map is made (with ten people at OS1 that map was most of the set-up).
+        self.keys = (b * active.shape[1] + y) * active.shape[2] + x
         self._neighbours: dict[int, torch.Tensor] = {}
 
     @property
     def num_sites(self) -> int:
         return self.coords.shape[0]
 
-    def _lookup(self, index: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, bs: torch.Tensor) -> torch.Tensor:
-        h, w = index.shape[-2:]
+    def find(self, bs: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Row of the site at (item, y, x) for each query, -1 where there is none (or it lies outside)."""
+        h, w = self.shape[-2:]
+        if self.keys.numel() == 0:
+            return torch.full_like(ys, -1)
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        found = index[bs, ys.clamp(0, h - 1), xs.clamp(0, w - 1)]
-        return torch.where(inside, found, torch.full_like(found, -1))
+        query = (bs * h + ys) * w + xs
+        pos = torch.searchsorted(self.keys, query).clamp_max(self.keys.numel() - 1)
+        return torch.where(inside & (self.keys[pos] == query), pos, torch.full_like(pos, -1))
 
     def neighbours(self, k: int) -> torch.Tensor:
         """``[N, k*k]`` row index of each site's neighbour at kernel offset (ky, kx); -1 if inactive."""
         if k not in self._neighbours:
             b, y, x = self.coords.unbind(1)
             r = k // 2
-            cols = [self._lookup(self.index, y + dy, x + dx, b) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+            cols = [self.find(b, y + dy, x + dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
             self._neighbours[k] = torch.stack(cols, dim=1)
         return self._neighbours[k]
 
@@ -221,8 +225,7 @@ class SparseLevel(_ConvThenNorm):
             for kx in range(3):
                 ny, nx = y + 1 - ky, x + 1 - kx
                 ok = (ny % 2 == 0) & (nx % 2 == 0)
-                found = self._lookup(coarse.index, torch.div(ny, 2, rounding_mode="floor"),
-                                     torch.div(nx, 2, rounding_mode="floor"), b)
+                found = coarse.find(b, torch.div(ny, 2, rounding_mode="floor"), torch.div(nx, 2, rounding_mode="floor"))
                 cols.append(torch.where(ok, found, torch.full_like(found, -1)))
         rules = torch.stack(cols, dim=1)
         return self._gather_matmul(coarse_x, rules, conv.weight)
@@ -251,14 +254,11 @@ class SparseLevel(_ConvThenNorm):
         return values.index_select(0, self.coords[:, 0])
 
     def to_dense(self, x: torch.Tensor, fill: float) -> torch.Tensor:
-        out = x.new_zeros(self.shape[0], x.shape[1], *self.shape[1:])
         b, y, xx = self.coords.unbind(1)
-        out[b, :, y, xx] = x
-        if fill == -99.0:
-            out = out - 99.0
-            out[b, :, y, xx] += 99.0
-            return out
-        return torch.where(self.active[:, None], out, torch.full_like(out, fill))
+        out = x.new_full((self.shape[0], x.shape[1], *self.shape[1:]), fill)
+        # The reference densifies with zeros, subtracts 99 and adds it back at the sites: the same rounding here.
+        out[b, :, y, xx] = (x - 99.0) + 99.0 if fill == -99.0 else x
+        return out
 
     def concat(self, *xs: torch.Tensor) -> torch.Tensor:
         return torch.cat(xs, dim=1)
