@@ -25,13 +25,13 @@ class DecoderBlock(nn.Module):
         self.upsample = upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(conv_bn(self.conv1, self.bn1, x), 0.2)
+        out = F.leaky_relu(conv_bn(self.conv1, self.bn1, x), 0.2, inplace=True)
         out = conv_bn(self.conv2, self.bn2, out)
         identity = x
         if self.upsample is not None:  # [nearest upsampling,] 1x1 convolution, batch norm
             *resize, conv, bn = self.upsample
             identity = conv_bn(conv, bn, resize[0](x) if resize else x)
-        return F.leaky_relu(out + identity, 0.2)
+        return F.leaky_relu(out.add_(identity), 0.2, inplace=True)
 
 
 def make_decoder_layer(inplanes: int, planes: int, blocks: int, stride: int = 2) -> nn.Sequential:
