@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_reference import CASES, REPO, write_case  # noqa: E402
 
 from maggie.models import load_model  # noqa: E402
+from maggie.runtime import keep_freed_memory  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=REPO / "pretrain" / "maggie_default_image.safetensors")
     ap.add_argument("--ops", action="store_true", help="also print torch.profiler's op table")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as maggie and the stages run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp) / "case.npz"
