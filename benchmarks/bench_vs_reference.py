@@ -89,7 +89,7 @@ def run_ours(inputs: Path, weights: Path, mode: str, threads: int, warmup: int, 
     from maggie.models import load_model
     from maggie.runtime import keep_freed_memory
 
-    keep_freed_memory()  # as `maggie predict` and the stages run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
+    keep_freed_memory()  # as `maggie predict` and evaluation run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
     torch.set_num_threads(threads)
     model = load_model(str(weights), refine_mode=mode)
     data = np.load(inputs)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=REPO / "pretrain" / "maggie_default_image.safetensors")
     ap.add_argument("--ops", action="store_true", help="also print torch.profiler's op table")
     args = ap.parse_args(argv)
-    keep_freed_memory()  # as maggie and the stages run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
+    keep_freed_memory()  # as `maggie predict` and evaluation run (MAGGIE_SYSTEM_MALLOC=1: glibc's defaults)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp) / "case.npz"

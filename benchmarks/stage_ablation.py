@@ -71,6 +71,9 @@ ROWS = [
      {"train": {"video": {"max_iter": 100}}}),
     ("video_60_steps", "video", "the default's video stage with 60 steps instead of 140",
      {"train": {"video": {"max_iter": 60}}}),
+    ("video_full_frames_35", "video", "the default's video stage on whole 192x256 frames (crop [192, 256]) for 35 "
+     "steps instead of 128x128 crops for 100 (about the same pixels)",
+     {"dataset": {"train": {"video": {"crop": [192, 256]}}}, "train": {"video": {"max_iter": 35}}}),
     ("video_hard_levels", "video", "the default's video stage on training videos of levels easy / medium / hard "
      "0.1 / 0.4 / 0.5 instead of 0.2 / 0.5 / 0.3 (resynthesised)",
      {"data": {"video_train": {"level_weights": {"comp_easy": 0.1, "comp_medium": 0.4, "comp_hard": 0.5}}}}),

@@ -66,9 +66,10 @@ def keep_freed_memory(threshold: int = HEAP_THRESHOLD) -> bool:
     (glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``); True if set.
 
     For processes that run the networks over and over (prediction, evaluation, training): the process then
-    keeps its peak memory instead of handing every freed tensor back to the system.  Called by ``maggie`` and
-    every stage; a no-op off glibc, when ``MAGGIE_SYSTEM_MALLOC=1``, or when ``MALLOC_MMAP_THRESHOLD_`` or
-    ``MALLOC_TRIM_THRESHOLD_`` is set (the user's own settings win).
+    keeps its peak memory instead of handing every freed tensor back to the system.  Called by ``maggie``, the
+    training loop and the evaluation stages (and their workers); a no-op off glibc, when
+    ``MAGGIE_SYSTEM_MALLOC=1``, or when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set (the
+    user's own settings win).
     """
     if not sys.platform.startswith("linux") or os.environ.get("MAGGIE_SYSTEM_MALLOC") == "1":
         return False

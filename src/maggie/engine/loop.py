@@ -42,6 +42,7 @@ from maggie.engine.validate import validate
 from maggie.files import copy_file, remove_stale_partials, write_json
 from maggie.models import DecoderState, save_weights
 from maggie.models.registry import training_objective
+from maggie.runtime import keep_freed_memory
 
 log = logging.getLogger("maggie.engine")
 
@@ -67,6 +68,7 @@ def train(stage: str, params_path: str, max_iter_override: int | None = None,
     if out_dir_override is not None:
         tset.out_dir = out_dir_override
     rt = dist.setup(tset.device)
+    keep_freed_memory()  # large tensors reuse mapped pages (maggie.runtime)
     logging.basicConfig(level=logging.INFO if rt.is_main else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_batch(stage, tset, params, rt.world_size)

@@ -340,6 +340,7 @@ def run_benchmarks(kind: str, params_path: str, method: str = NETWORK, weights: 
     ``maggie.evaluation.tracked_masks``), results under ``<test.out_dir>/video_masks/<tracked>/``."""
     benchmarks = list(benchmarks or [])
     torch_device = pick_device(device)
+    keep_freed_memory()  # large tensors reuse mapped pages (maggie.runtime)
     params = load_params(params_path)
     if workers is None:
         workers = section(params, "test").get("workers", "auto")

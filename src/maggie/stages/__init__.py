@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from maggie.errors import USER_ERRORS
-from maggie.runtime import keep_freed_memory
 
 
 def run_stage(name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], Any],
@@ -34,7 +33,6 @@ def run_stage(name: str, parser: argparse.ArgumentParser, body: Callable[[argpar
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # timeout, docker stop, SLURM: staged outputs are cleaned up
-    keep_freed_memory()  # large tensors reuse mapped pages (maggie.runtime)
     try:
         body(args)
     except errors as exc:
