@@ -74,6 +74,9 @@ ROWS = [
     ("video_full_frames_35", "video", "the default's video stage on whole 192x256 frames (crop [192, 256]) for 35 "
      "steps instead of 128x128 crops for 100 (about the same pixels)",
      {"dataset": {"train": {"video": {"crop": [192, 256]}}}, "train": {"video": {"max_iter": 35}}}),
+    ("video_scale_256", "video", "the default's video stage on clips upscaled to short side 256 (dataset.train.video"
+     ".short_size) and evaluated there (test.short_size 256; the test frames are 192 x 256)",
+     {"dataset": {"train": {"video": {"short_size": 256}}}, "test": {"short_size": 256}}),
     ("video_hard_levels", "video", "the default's video stage on training videos of levels easy / medium / hard "
      "0.1 / 0.4 / 0.5 instead of 0.2 / 0.5 / 0.3 (resynthesised)",
      {"data": {"video_train": {"level_weights": {"comp_easy": 0.1, "comp_medium": 0.4, "comp_hard": 0.5}}}}),
