@@ -155,6 +155,78 @@ def test_tile_grid_tiles_of_a_map_not_divisible_by_the_tile():
     assert grid.fill(s1) == 1 / (32 * 32)
 
 
+def test_lazy_branch_per_site_and_on_tiles_equal_the_dense_branch(image_weights, monkeypatch):
+    from maggie.models.ops import tile_conv
+    from maggie.models.ops.spectral_norm import preserved_power_iteration
+
+    model = load_model(image_weights)
+    g = torch.Generator().manual_seed(11)
+    for i, (c, size) in enumerate(((6, 40), (32, 20), (64, 10))):  # the OS1, OS2 and OS4 branches
+        x = torch.randn(2, c, size, size + 6, generator=g).contiguous(memory_format=torch.channels_last)
+        branch = tile_conv.LazyBranch(model.encoder.shortcut[i], x)
+        active = torch.zeros(4, size, size + 6, dtype=torch.bool)  # two people per frame
+        active[0, 0, :] = True  # the top row: the convolutions' zero padding is read
+        active[1, 3:5, size // 2] = True
+        active[2, :, -1] = True  # the last column
+        active[3] = torch.rand(size, size + 6, generator=g) > 0.8
+        with torch.no_grad():  # each call as in one evaluation forward (the same spectral-norm weights)
+            with preserved_power_iteration(model):
+                dense = branch.dense()
+            b, y, xx = torch.nonzero(active).unbind(1)
+            want = dense[b // 2, :, y, xx]
+            for fill, path in ((1.1, "per site"), (-1.0, "tiles")):
+                monkeypatch.setattr(tile_conv, "LAZY_SITE_MAX_FILL", fill)
+                with preserved_power_iteration(model):
+                    got = branch.at_sites(active, 2)
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=f"branch {i}, {path}")
+            with preserved_power_iteration(model):
+                values, index = branch.per_site(active[2:3])
+            ys, xs = torch.nonzero(active[2]).unbind(1)
+            torch.testing.assert_close(values, dense[0, :, ys, xs].t(), rtol=1e-4, atol=1e-4)  # frame 0 of x
+            assert torch.equal(index[0, ys + 1, xs + 1], torch.arange(ys.numel()))
+
+
+def test_instance_embedding_of_binary_and_other_masks_is_the_reference_lookup():
+    from maggie.models.maggie.encoder import ShortcutEncoder
+
+    enc = ShortcutEncoder(num_mask=10, num_embed=3)
+    g = torch.Generator().manual_seed(2)
+    torch.nn.init.normal_(enc.mask_embed_layer.weight, generator=g)
+
+    def lookup(masks):  # the reference: ids = (mask * id).long(), the mean embedding of the ids covering a pixel
+        ids = (masks * torch.arange(1, masks.shape[1] + 1)[None, :, None, None]).long()
+        covered = (ids > 0).float().unsqueeze(-1)
+        return ((enc.mask_embed_layer(ids) * covered).sum(1) / (covered.sum(1) + 1e-6)).permute(0, 3, 1, 2)
+
+    binary = (torch.rand(2, 4, 9, 7, generator=g) > 0.6).float()
+    cases = {"binary": binary, "empty": torch.zeros(1, 3, 5, 5)}
+    for value in (0.5, 1.0 - 2 ** -24, 2.0, 1e-45):  # not binary: the lookup's truncated ids
+        odd = binary.clone()
+        odd[0, 1, 2, 3] = value
+        odd[1, 3, 0, 0] = value
+        cases[f"a value {value}"] = odd
+    with torch.no_grad():
+        for name, masks in cases.items():
+            torch.testing.assert_close(enc.embed_masks(masks), lookup(masks), msg=name)
+
+
+def test_fast_reductions_equal_torch_any():
+    from maggie.models.ops.reductions import any_along, has_nonzero
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 5, 7), (1, 10, 33, 17)):
+        b = torch.rand(*shape, generator=g) > 0.97
+        for dim in (0, 1, -1, -2):
+            assert torch.equal(any_along(b, dim), b.any(dim)), (shape, dim)
+        assert torch.equal(any_along(b, (1, 2)), b.any(1).any(1))
+        assert torch.equal(any_along(b[:, ::2], -1), b[:, ::2].any(-1))  # a strided view
+    for x in (torch.zeros(4), torch.tensor([0.0, -1e-45]), torch.tensor([0.0, float("nan")]), torch.tensor([0.0, 2.0]),
+              torch.zeros(0), torch.tensor([False, True]), torch.zeros(3, dtype=torch.bool), torch.tensor([0, 3])):
+        assert has_nonzero(x) == bool(x.any()), x
+    with pytest.raises(TypeError):
+        any_along(torch.zeros(3), 0)
+
+
 def test_more_than_ten_instances_in_groups(image_weights):
     model = load_model(image_weights)
     image = torch.randn(1, 1, 3, 64, 64, generator=torch.Generator().manual_seed(3))

@@ -17,8 +17,9 @@ from torch.nn import functional as F
 from maggie.models.maggie.imd import InstanceMatteDecoder
 from maggie.models.maggie.refinement import SparseRefiner
 from maggie.models.maggie.temporal import ConvGRU
-from maggie.models.ops.blocks import make_decoder_layer, to_alpha
+from maggie.models.ops.blocks import make_decoder_layer, to_alpha, to_alpha_
 from maggie.models.ops.morphology import compute_unknown, gaussian_smoothing_reference
+from maggie.models.ops.reductions import any_along, has_nonzero
 from maggie.models.ops.spectral_norm import sn_conv1x1, sn_conv3x3
 from maggie.models.ops.tile_conv import LazyBranch
 
@@ -54,7 +55,7 @@ def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Ten
     bt, n, h, w = alpha8.shape
     alpha4, alpha1, alpha = torch.zeros_like(alpha8), torch.zeros_like(alpha8), alpha8.clone()
     rows, cols = detail.amax(-1) > 0, detail.amax(-2) > 0  # [BT, n, H], [BT, n, W]
-    for b_, i in torch.nonzero(rows.any(-1)).tolist():
+    for b_, i in torch.nonzero(any_along(rows, -1)).tolist():
         ys, xs = torch.nonzero(rows[b_, i]).flatten(), torch.nonzero(cols[b_, i]).flatten()
         y0, y1 = max(int(ys[0]) // 4 - 2, 0), min(-(-(int(ys[-1]) + 1) // 4) + 2, h // 4)
         x0, x1 = max(int(xs[0]) // 4 - 2, 0), min(-(-(int(xs[-1]) + 1) // 4) + 2, w // 4)
@@ -107,7 +108,7 @@ class MaggieDecoder(SparseRefiner):
             logits8 = F.interpolate(imd["logits"], size=(h, w), mode="bilinear", align_corners=False)
             alpha8 = to_alpha(logits8) * (masks.flatten(0, 1).sum((2, 3), keepdim=True) > 0)
         else:  # only the people asked for, not every slot
-            alpha8 = to_alpha(F.interpolate(imd["logits"][:, :n], size=(h, w), mode="bilinear", align_corners=False))
+            alpha8 = to_alpha_(F.interpolate(imd["logits"][:, :n], size=(h, w), mode="bilinear", align_corners=False))
 
         guide, use_gt = self.select_guide(alpha8, state)
         alpha8, detail = self.detail_region(alpha8, guide)
@@ -148,7 +149,7 @@ class MaggieDecoder(SparseRefiner):
         if self.training and detail.max() == 0:
             detail = detail.clone()
             detail[:, :, 200:250, 200:250] = 1.0  # the reference's guard against an empty region
-        if not self.training and not detail.any():
+        if not self.training and not has_nonzero(detail):
             if not squash:
                 return detail.new_full((bt, n, h // 4, w // 4), -99.0), detail.new_full((bt, n, h, w), -99.0)
             zeros = detail.new_zeros(bt, n, h, w)
@@ -238,8 +239,8 @@ def instance_boxes(alpha8: torch.Tensor, thresh: float = 0.1, padding: int = 30)
     """
     bt, n, h, w = alpha8.shape
     smooth = gaussian_smoothing_reference(alpha8, sigma=3) > thresh
-    rows = smooth.any(-1)  # [bt, n, h]
-    cols = smooth.any(-2)  # [bt, n, w]
+    rows = any_along(smooth, -1)  # [bt, n, h]
+    cols = any_along(smooth, -2)  # [bt, n, w]
     ar_h = torch.arange(h, device=alpha8.device)
     ar_w = torch.arange(w, device=alpha8.device)
     big = torch.iinfo(torch.long).max // 4
@@ -252,5 +253,5 @@ def instance_boxes(alpha8: torch.Tensor, thresh: float = 0.1, padding: int = 30)
     inside_y = (ar_h[None, None] >= y0[..., None]) & (ar_h[None, None] < y1[..., None])
     inside_x = (ar_w[None, None] >= x0[..., None]) & (ar_w[None, None] < x1[..., None])
     box = (inside_y[..., :, None] & inside_x[..., None, :]).to(alpha8.dtype)
-    empty = ~rows.any(-1)
+    empty = ~any_along(rows, -1)
     return torch.where(empty[..., None, None], torch.ones_like(box), box)

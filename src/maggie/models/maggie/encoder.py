@@ -97,10 +97,15 @@ class ShortcutEncoder(nn.Module):
 
         Each pixel gets the mean of the embeddings of the instances covering it, 0 where none does.
         """
+        if masks.is_floating_point() and not torch.count_nonzero(torch.addcmul(masks, masks, masks, value=-1.0)):
+            # Every value 0 or 1 (m - m * m is zero only there; two passes where the id check below takes eight):
+            # the reference's mean embedding as one contraction, without an [N, H, W, num_embed] lookup.
+            covered = masks.to(self.mask_embed_layer.weight.dtype)
+            emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
+            return emb / (covered.sum(1, keepdim=True) + 1e-6)
         ids = torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None]
         ids = (masks * ids).long()  # the reference's instance ids (0: none)
         if ((ids == 0) | (ids == torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None])).all():
-            # Binary masks: the same mean as one contraction, without an [N, H, W, num_embed] lookup.
             covered = (ids > 0).to(self.mask_embed_layer.weight.dtype)
             emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
             return emb / (covered.sum(1, keepdim=True) + 1e-6)

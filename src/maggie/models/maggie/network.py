@@ -18,6 +18,7 @@ from maggie.models.maggie.aspp import ASPP
 from maggie.models.maggie.decoder import DecoderState, MaggieDecoder, MaggieTemporalDecoder
 from maggie.models.maggie.encoder import ShortcutEncoder
 from maggie.models.ops.blocks import xavier_init
+from maggie.models.ops.reductions import has_nonzero
 from maggie.models.ops.spectral_norm import preserved_power_iteration
 
 ARCHS = ("maggie_image", "maggie_video")
@@ -116,7 +117,7 @@ class MaGGIe(nn.Module):
     def _forward_group(self, image, mask, state):
         b, t, _, h, w = image.shape
         n = mask.shape[2]
-        if not self.training and not mask.any():
+        if not self.training and not has_nonzero(mask):
             zeros = image.new_zeros(b, t, n, h, w)
             out = {k: zeros.clone() for k in ("alpha", "alpha_os8", "alpha_os4", "alpha_os1", "detail_mask")}
             if self.is_video:

@@ -62,6 +62,14 @@ def to_alpha(logits: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(logits) + 1.0) / 2.0
 
 
+def to_alpha_(logits: torch.Tensor) -> torch.Tensor:
+    """``to_alpha`` in place, for a fresh full-resolution map, as ``sigmoid(2 x)`` (the same function): torch's CPU
+    ``tanh`` is about 5x slower than its ``sigmoid``, and with ten people at 576 x 1024 the squashing plus two copies
+    took 28 ms of a forward, now 3.  Values within 1.2e-7 of the reference's; where its ``tanh`` rounds to -1
+    (logits below -9) this gives tiny positive mattes (< 1.6e-8) instead of exact zeros."""
+    return logits.mul_(2.0).sigmoid_()
+
+
 def xavier_init(*modules: nn.Module) -> None:
     """The reference's initialisation of ASPP and decoder (spectral-norm weights keep theirs)."""
     for module in modules:

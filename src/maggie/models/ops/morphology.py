@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from maggie.models.ops.reductions import any_along
+
 
 @functools.lru_cache(maxsize=64)
 def ellipse_kernel(size: int) -> np.ndarray:
@@ -64,10 +66,10 @@ def dilate_in_boxes(binary: torch.Tensor, size: int) -> torch.Tensor:
     b = binary.bool()
     if size <= 1:
         return b
-    rows, cols = b.any(-1), b.any(-2)  # [N, H], [N, W]
+    rows, cols = any_along(b, -1), any_along(b, -2)  # [N, H], [N, W]
     h, w = b.shape[-2:]
     out = torch.zeros_like(b)
-    for i in torch.nonzero(rows.any(-1)).flatten().tolist():
+    for i in torch.nonzero(any_along(rows, -1)).flatten().tolist():
         ys, xs = torch.nonzero(rows[i]).flatten(), torch.nonzero(cols[i]).flatten()
         y0, y1 = max(int(ys[0]) - size, 0), min(int(ys[-1]) + size + 1, h)
         x0, x1 = max(int(xs[0]) - size, 0), min(int(xs[-1]) + size + 1, w)

@@ -245,7 +245,7 @@ class SparseLevel(_ConvThenNorm):
 
     def gather(self, dense, group: int) -> torch.Tensor:
         if hasattr(dense, "at_sites"):  # a branch evaluated only where it is read (tile_conv.LazyBranch)
-            return dense.at_sites(self.active, group)
+            return dense.at_sites(self.active, group, coords=self.coords)
         b, y, x = self.coords.unbind(1)
         # Fancy indexing here: index_select would need a channels-last copy of the whole map.
         return dense[torch.div(b, group, rounding_mode="floor"), :, y, x]

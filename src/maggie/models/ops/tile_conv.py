@@ -22,13 +22,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maggie.models.ops.sparse_conv import DenseLevel, SparseInverseConv2d, SubMConv2d
+from maggie.models.ops.reductions import any_along
+from maggie.models.ops.sparse_conv import DenseLevel, SparseInverseConv2d, SparseLevel, SubMConv2d
 from maggie.models.ops.spectral_norm import SNConv2d, batch_norm_affine
 
 DEFAULT_TILE = 32  # px at the finest level: 4 px at OS8, where only per-site layers run
 
+# Below this share of the needed pixels in their 8-px tiles (thin bands), a lazy branch is evaluated per site
+# (gathered 3x3 neighbourhoods and one matmul per convolution) instead of on the tiles (measured: benchmarks/README.md).
+LAZY_SITE_MAX_FILL = 0.5
+
 # Neighbour offsets (dy, dx) in the order the halo is assembled.
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def _grow(active: torch.Tensor) -> torch.Tensor:
+    """``[B, h, w]`` bool -> the sites a 3x3 convolution at ``active`` reads (a 3x3 dilation, boolean ORs)."""
+    x = F.pad(active, (1, 1, 1, 1))
+    rows = x[:, :-2] | x[:, 1:-1] | x[:, 2:]
+    return rows[..., :-2] | rows[..., 1:-1] | rows[..., 2:]
 
 
 def _tiles_of(x: torch.Tensor, t: int, rows: int, cols: int) -> torch.Tensor:
@@ -55,7 +67,7 @@ class TileGrid:
             h, w = active.shape[-2:]
             grid = F.pad(active, (0, self.cols * t - w, 0, self.rows * t - h)) if (h, w) != (self.rows * t,
                                                                                         self.cols * t) else active
-            used |= grid.reshape(b * self.rows, t, self.cols, t).any(1).any(-1).reshape(b, self.rows, self.cols)
+            used |= any_along(grid.reshape(b * self.rows, t, self.cols, t), (1, 3)).reshape(b, self.rows, self.cols)
         self.coords = torch.nonzero(used)  # [K, 3]: item, tile row, tile column
         k = self.coords.shape[0]
         index = torch.full((b, self.rows + 2, self.cols + 2), k, dtype=torch.long, device=used.device)
@@ -106,17 +118,68 @@ class LazyBranch:
     def dense(self) -> torch.Tensor:
         return self.branch(self.x)
 
-    def at_sites(self, active: torch.Tensor, group: int, tile: int = 8) -> torch.Tensor:
+    def at_sites(self, active: torch.Tensor, group: int, tile: int = 8, coords: torch.Tensor | None = None
+                 ) -> torch.Tensor:
         """The branch's output at the active sites of ``active`` ``[B, h, w]`` (item ``i`` on frame ``i // group``),
-        ``[N, C]`` in ``nonzero`` order: evaluated on the ``tile``-px tiles of the frames that hold such sites."""
+        ``[N, C]`` in ``nonzero`` order (``coords``: that ``nonzero``, if the caller has it): per site where the
+        sites are a thin band, else on the ``tile``-px tiles of the frames that hold them."""
         b, h, w = active.shape
-        frames = active.reshape(b // group, group, h, w).any(1)
+        frames = any_along(active.reshape(b // group, group, h, w), 1) if group > 1 else active
         grid = TileGrid([frames], tile)
+        if grid.fill(frames) < LAZY_SITE_MAX_FILL:
+            values, index = self.per_site(frames)
+            if group == 1:  # the frames' sites are the items' own, in the same order
+                return values
+            bi, y, x = (torch.nonzero(active) if coords is None else coords).unbind(1)
+            return values.index_select(0, index[torch.div(bi, group, rounding_mode="floor"), y + 1, x + 1])
         values = self.tiles(grid, tile, 1)
-        bi, y, x = torch.nonzero(active).unbind(1)
+        bi, y, x = (torch.nonzero(active) if coords is None else coords).unbind(1)
         ids = grid.index[torch.div(bi, group, rounding_mode="floor"), torch.div(y, tile, rounding_mode="floor"),
                          torch.div(x, tile, rounding_mode="floor")]
         return values[ids, :, y % tile, x % tile]
+
+    def per_site(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branch's output at the active sites of ``frames`` ``[F, h, w]``, ``[M, C]`` in ``nonzero`` order, and
+        the row of each pixel's site ``[F, h + 2, w + 2]`` (-1: none; a one-pixel border): each convolution
+        gathers the 3x3 neighbourhoods of the sites the next one reads (zero outside the image, as its padding)
+        and multiplies once.  For bands a pixel or two wide, where most of a tile would be wasted work."""
+        sets = [frames]
+        for _ in range(self.halo - 1):
+            sets.append(_grow(sets[-1]))
+        sets.reverse()  # sets[j]: where the j-th convolution's output is read
+        x = self.x
+        c, h, w = x.shape[1:]
+        dy = torch.tensor([o[0] for o in _OFFSETS], device=x.device)
+        dx = torch.tensor([o[1] for o in _OFFSETS], device=x.device)
+        index = coords = None
+        y = x  # the branch starts with a convolution, which reads x itself
+        j = 0
+        for m in self.branch:
+            if isinstance(m, nn.BatchNorm2d):
+                y = F.batch_norm(y, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+            elif not isinstance(m, SNConv2d):
+                y = m(y)
+            else:
+                weight = m.module.normalised_weight()  # [out, in, 3, 3]
+                coords = torch.nonzero(sets[j])
+                fb, fy, fx = (v[:, None] for v in coords.unbind(1))
+                if j == 0:  # from the dense input (channels-last in inference: the flat view is free)
+                    ys, xs = fy + dy, fx + dx
+                    outside = torch.nonzero(((ys < 0) | (ys >= h) | (xs < 0) | (xs >= w)).flatten()).flatten()
+                    rows = (fb * h + ys.clamp(0, h - 1)) * w + xs.clamp(0, w - 1)
+                    flat = x.permute(0, 2, 3, 1).reshape(-1, c)
+                    y = flat.index_select(0, rows.flatten())
+                    if outside.numel():  # the padding (a few border pixels: cheaper than masking every row)
+                        y = y.index_fill_(0, outside, 0.0)
+                    y = y.reshape(-1, len(_OFFSETS) * c) @ weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+                else:  # from the previous convolution's sites
+                    y = SparseLevel._gather_matmul(y, index[fb, fy + 1 + dy, fx + 1 + dx], weight.permute(0, 2, 3, 1))
+                if m.module.bias is not None:
+                    y = y + m.module.bias
+                index = torch.full((sets[j].shape[0], h + 2, w + 2), -1, dtype=torch.long, device=x.device)
+                index[coords[:, 0], coords[:, 1] + 1, coords[:, 2] + 1] = torch.arange(coords.shape[0], device=x.device)
+                j += 1
+        return y, index
 
     def tiles(self, grid: TileGrid, t: int, group: int) -> torch.Tensor:
         """The branch's output on the grid's tiles ``[K, C, t, t]`` (item ``i`` reads frame ``i // group``)."""
