@@ -33,11 +33,14 @@ class DecoderState:
     warmup_detail_iter: int = 3000
 
 
-def fuse_progressive(alpha8, alpha4, alpha1, detail, train: bool):
-    """OS8 everywhere, OS4 in a band around the OS8 uncertainty, OS1 in a thinner band, inside D."""
-    w4 = ((compute_unknown(alpha8, 27, train) * detail) > 0).to(alpha8.dtype)
+def fuse_progressive(alpha8, alpha4, alpha1, detail, train: bool, boxes: bool = True):
+    """OS8 everywhere, OS4 in a band around the OS8 uncertainty, OS1 in a thinner band, inside D.
+
+    ``boxes``: dilate each map inside its uncertain pixels' box only (the same result; ``False`` for maps that are
+    already such boxes)."""
+    w4 = ((compute_unknown(alpha8, 27, train, boxes=boxes) * detail) > 0).to(alpha8.dtype)
     alpha = torch.where(w4 > 0, alpha4.to(alpha8.dtype), alpha8)  # the blend of 0/1 weights, in one pass
-    w1 = ((compute_unknown(alpha, 15, train) * detail) > 0).to(alpha8.dtype)
+    w1 = ((compute_unknown(alpha, 15, train, boxes=boxes) * detail) > 0).to(alpha8.dtype)
     alpha = torch.where(w1 > 0, alpha1.to(alpha8.dtype), alpha)
     return alpha, w4, w1
 
@@ -50,21 +53,33 @@ def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Ten
     bilinear upsampling of -99s is -99), every uncertain pixel of alpha8 or of the fused matte lies in D,
     and the box is D's bounding box grown by two OS4 pixels (the OS4 sites reach one beyond D, and the
     upsampling reads one more).  With several people each covering a few percent of a frame, this
-    replaces some thirty passes over every person's full-resolution map by passes over its box.
+    replaces some thirty passes over every person's full-resolution map by passes over its box; the boxes
+    are fused as one zero-padded batch (outside its box a map is certain and outside D, as beyond a lone box's
+    edge), so the thirty passes are not repeated per person either.
     """
     bt, n, h, w = alpha8.shape
     alpha4, alpha1, alpha = torch.zeros_like(alpha8), torch.zeros_like(alpha8), alpha8.clone()
     rows, cols = detail.amax(-1) > 0, detail.amax(-2) > 0  # [BT, n, H], [BT, n, W]
+    boxes = []
     for b_, i in torch.nonzero(any_along(rows, -1)).tolist():
         ys, xs = torch.nonzero(rows[b_, i]).flatten(), torch.nonzero(cols[b_, i]).flatten()
         y0, y1 = max(int(ys[0]) // 4 - 2, 0), min(-(-(int(ys[-1]) + 1) // 4) + 2, h // 4)
         x0, x1 = max(int(xs[0]) // 4 - 2, 0), min(-(-(int(xs[-1]) + 1) // 4) + 2, w // 4)
-        box = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1))
-        a4 = to_alpha(F.interpolate(logits4[b_:b_ + 1, i:i + 1, y0:y1, x0:x1], scale_factor=4.0, mode="bilinear",
-                                    align_corners=False))[0]
-        a1 = to_alpha(logits1[box])
-        fused, _, _ = fuse_progressive(alpha8[box][None], a4[None], a1[None], detail[box][None], False)
-        alpha4[box], alpha1[box], alpha[box] = a4, a1, fused[0]
+        boxes.append((b_, i, y0, y1, x0, x1))
+    if not boxes:
+        return alpha4, alpha1, alpha
+    bh, bw = max(4 * (b[3] - b[2]) for b in boxes), max(4 * (b[5] - b[4]) for b in boxes)
+    a8, d, a4, l1 = (alpha8.new_full((len(boxes), 1, bh, bw), v) for v in (0.0, 0.0, 0.0, -99.0))
+    for j, (b_, i, y0, y1, x0, x1) in enumerate(boxes):
+        box, hh, ww = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1)), 4 * (y1 - y0), 4 * (x1 - x0)
+        a8[j, :, :hh, :ww], d[j, :, :hh, :ww], l1[j, :, :hh, :ww] = alpha8[box], detail[box], logits1[box]
+        a4[j, :, :hh, :ww] = F.interpolate(logits4[b_:b_ + 1, i:i + 1, y0:y1, x0:x1], scale_factor=4.0,
+                                           mode="bilinear", align_corners=False)[0]
+    a4, a1 = to_alpha(a4), to_alpha(l1)
+    fused, _, _ = fuse_progressive(a8, a4, a1, d, False, boxes=False)
+    for j, (b_, i, y0, y1, x0, x1) in enumerate(boxes):
+        box, hh, ww = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1)), 4 * (y1 - y0), 4 * (x1 - x0)
+        alpha4[box], alpha1[box], alpha[box] = a4[j, :, :hh, :ww], a1[j, :, :hh, :ww], fused[j, :, :hh, :ww]
     return alpha4, alpha1, alpha
 
 

@@ -86,17 +86,19 @@ def uncertain(alpha: torch.Tensor, lower: float = 1.0 / 255.0, upper: float = 25
 
 
 def compute_unknown(
-    alpha: torch.Tensor, k_size: int = 30, train: bool = False, generator: torch.Generator | None = None
+    alpha: torch.Tensor, k_size: int = 30, train: bool = False, generator: torch.Generator | None = None,
+    boxes: bool = True,
 ) -> torch.Tensor:
     """Dilated uncertain region of each map of ``alpha [..., H, W]`` as float 0/1.
 
     Evaluation uses an ellipse of size ``k_size // 2``; training draws a size in
-    ``[1, k_size - 1]`` per map (the reference's augmentation of the loss regions).
+    ``[1, k_size - 1]`` per map (the reference's augmentation of the loss regions).  ``boxes``: evaluation
+    dilates each map inside the box of its uncertain pixels (``dilate_in_boxes``; the same result).
     """
     shape = alpha.shape
     u = uncertain(alpha.detach()).reshape(-1, *shape[-2:])
     if not train:
-        out = dilate(u, k_size // 2) if _traced() else dilate_in_boxes(u, k_size // 2)
+        out = dilate(u, k_size // 2) if _traced() or not boxes else dilate_in_boxes(u, k_size // 2)
     else:
         sizes = torch.randint(1, k_size, (u.shape[0],), generator=generator).tolist()
         out = torch.stack([dilate(u[i:i + 1], s)[0] for i, s in enumerate(sizes)]) if sizes else u
