@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat each case, the official and ours alternating; "
+                    "times and ratios are medians over the rounds (this machine's speed drifts by 15-25%%)")
     ap.add_argument("--only", nargs="*", type=int, default=None, help="case indices to run")
     ap.add_argument("--out", type=Path, default=HERE / "bench_vs_reference.json")
     ap.add_argument("--weights", type=Path, default=REPO / "pretrain" / "maggie_default_image.safetensors",
@@ -197,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parity_weights = PARITY / "maggie_image_weights.safetensors"
     me = [sys.executable, str(Path(__file__).resolve())]
     shown = args.weights.relative_to(REPO) if args.weights.is_relative_to(REPO) else args.weights
-    result: dict = {"weights": str(shown),
-                    "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats, "cases": []}
+    result: dict = {"weights": str(shown), "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
+                    "rounds": args.rounds, "cases": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(os.environ.get("BENCH_KEEP", tmp))
         # 1. Same mattes on the authors' parity case (one thread), the network choosing its own region.
@@ -229,22 +231,33 @@ def main(argv: list[str] | None = None) -> int:
             ref_cmd = [ref_python, str(HERE / "reference_maggie.py"), "--reference", str(args.reference.resolve()),
                        "--weights", str(args.weights), "--inputs", str(inputs), "--out", str(ref_out), "--fixed-detail",
                        "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            ref = child(ref_cmd)
-            row.update(reference_ms=ref["median_ms"], reference_rss_mb=ref["peak_rss_mb"])
+            # Rounds alternate the official and ours, so a drift of this shared machine's speed lands on both;
+            # each ratio is the median of the rounds' own ratios.
+            runs: dict[str, list[dict]] = {}
+            heap_env = {"MALLOC_MMAP_THRESHOLD_": str(HEAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(HEAP_THRESHOLD)}
+            for _ in range(args.rounds):
+                runs.setdefault("reference", []).append(child(ref_cmd))
+                if args.reference_heap:
+                    runs.setdefault("reference_heap", []).append(child(ref_cmd, heap_env))
+                for col, mode, bf16 in variants:
+                    runs.setdefault(col, []).append(child(
+                        me + ["--child", str(inputs), str(args.weights), mode, str(args.threads), str(args.warmup),
+                              str(args.repeats), str(tmp / f"ours{i}_{col}.npz"), "--fixed"] + (["--bf16"] if bf16
+                                                                                                 else [])))
+
+            ms, rss, ratio = round_medians(runs)
+            row.update(reference_ms=ms("reference"), reference_rss_mb=rss("reference"))
+            if args.rounds > 1:
+                row["rounds_ms"] = {k: [r["median_ms"] for r in v] for k, v in runs.items()}
             if args.reference_heap:
-                heap = str(HEAP_THRESHOLD)
-                ref_heap = child(ref_cmd, {"MALLOC_MMAP_THRESHOLD_": heap, "MALLOC_TRIM_THRESHOLD_": heap})
-                row.update(reference_heap_ms=ref_heap["median_ms"], reference_heap_rss_mb=ref_heap["peak_rss_mb"])
-            for col, mode, bf16 in variants:
-                ours_out = tmp / f"ours{i}_{col}.npz"
-                ours = child(me + ["--child", str(inputs), str(args.weights), mode, str(args.threads), str(args.warmup),
-                                   str(args.repeats), str(ours_out), "--fixed"] + (["--bf16"] if bf16 else []))
-                d = diff(ours_out, ref_out)
-                row.update({f"ours_{col}_ms": ours["median_ms"], f"ours_{col}_rss_mb": ours["peak_rss_mb"],
-                            f"ours_{col}_vs_reference": ours["median_ms"] / ref["median_ms"],
+                row.update(reference_heap_ms=ms("reference_heap"), reference_heap_rss_mb=rss("reference_heap"))
+            for col, _, bf16 in variants:
+                d = diff(tmp / f"ours{i}_{col}.npz", ref_out)
+                row.update({f"ours_{col}_ms": ms(col), f"ours_{col}_rss_mb": rss(col),
+                            f"ours_{col}_vs_reference": ratio(col, "reference"),
                             f"ours_{col}_mean_abs_diff": d["mean_abs"]})
                 if args.reference_heap:
-                    row[f"ours_{col}_vs_reference_heap"] = ours["median_ms"] / row["reference_heap_ms"]
+                    row[f"ours_{col}_vs_reference_heap"] = ratio(col, "reference_heap")
                 if bf16:
                     row.update({f"ours_{col}_max_abs_diff": d["max_abs"],
                                 f"ours_{col}_share_over_1e-2": d["share_over_1e-2"]})
@@ -273,6 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     for key, ratio in result["people_vs_one"].items():
         print(f"{key}: {ratio:.2f}x")
     return 0
+
+
+def round_medians(runs: dict[str, list[dict]]):
+    """Per method over the rounds of one case: the median time, the peak RSS, and the median of each round's ratio
+    to another method."""
+    def ms(name: str) -> float:
+        return float(np.median([r["median_ms"] for r in runs[name]]))
+
+    def rss(name: str) -> float:
+        return max(r["peak_rss_mb"] for r in runs[name])
+
+    def ratio(name: str, base: str) -> float:
+        return float(np.median([a["median_ms"] / b["median_ms"] for a, b in zip(runs[name], runs[base], strict=True)]))
+
+    return ms, rss, ratio
 
 
 def people_vs_one(rows: list[dict], modes: list[str]) -> dict[str, float]:
