@@ -186,10 +186,11 @@ class SparseLevel(_ConvThenNorm):
     def neighbours(self, k: int) -> torch.Tensor:
         """``[N, k*k]`` row index of each site's neighbour at kernel offset (ky, kx); -1 if inactive."""
         if k not in self._neighbours:
-            b, y, x = self.coords.unbind(1)
+            b, y, x = (v[:, None] for v in self.coords.unbind(1))
             r = k // 2
-            cols = [self.find(b, y + dy, x + dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
-            self._neighbours[k] = torch.stack(cols, dim=1)
+            d = torch.arange(-r, r + 1, device=self.coords.device)
+            dy, dx = d.repeat_interleave(k), d.repeat(k)  # row-major kernel offsets
+            self._neighbours[k] = self.find(b, y + dy, x + dx)  # all offsets in one search: [N, k*k]
         return self._neighbours[k]
 
     @staticmethod
@@ -218,17 +219,27 @@ class SparseLevel(_ConvThenNorm):
         return out if conv.bias is None else out + conv.bias
 
     def inverse(self, conv: SparseInverseConv2d, coarse_x: torch.Tensor, coarse: SparseLevel) -> torch.Tensor:
-        # Fine site i receives coarse site o through kernel offset k when i = 2*o - 1 + k.
+        # Fine site i receives coarse site o through kernel offset k when i = 2*o - 1 + k: a fine row y reads
+        # kernel row 1 if y is even, rows 0 and 2 if odd (the same for columns).  Sites are taken by the parity of
+        # (y, x), each class gathering only its 1, 2 or 4 taps (a quarter of the 9-tap gather and multiply).
         b, y, x = self.coords.unbind(1)
-        cols = []
-        for ky in range(3):
-            for kx in range(3):
-                ny, nx = y + 1 - ky, x + 1 - kx
-                ok = (ny % 2 == 0) & (nx % 2 == 0)
-                found = coarse.find(b, torch.div(ny, 2, rounding_mode="floor"), torch.div(nx, 2, rounding_mode="floor"))
-                cols.append(torch.where(ok, found, torch.full_like(found, -1)))
-        rules = torch.stack(cols, dim=1)
-        return self._gather_matmul(coarse_x, rules, conv.weight)
+        out = None
+        parity = (y % 2) * 2 + x % 2
+        for cls in range(4):
+            rows = torch.nonzero(parity == cls).flatten()
+            if rows.numel() == 0:
+                continue
+            ky = torch.tensor([1] if cls < 2 else [0, 2], device=y.device)
+            kx = torch.tensor([1] if cls % 2 == 0 else [0, 2], device=y.device)
+            cy = torch.div(y[rows, None] + 1 - ky, 2, rounding_mode="floor")  # [n, taps in y]
+            cx = torch.div(x[rows, None] + 1 - kx, 2, rounding_mode="floor")
+            rules = coarse.find(b[rows, None, None], cy[:, :, None], cx[:, None, :]).reshape(rows.numel(), -1)
+            weight = conv.weight.index_select(1, ky).index_select(2, kx)  # [out, taps y, taps x, in]
+            part = self._gather_matmul(coarse_x, rules, weight)
+            if out is None:  # the dtype the multiply gives (bfloat16 under autocast)
+                out = part.new_empty(self.num_sites, part.shape[1])
+            out.index_copy_(0, rows, part)
+        return out if out is not None else coarse_x.new_zeros(0, conv.weight.shape[0])
 
     def batch_norm(self, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
