@@ -65,21 +65,21 @@ def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Ten
         ys, xs = torch.nonzero(rows[b_, i]).flatten(), torch.nonzero(cols[b_, i]).flatten()
         y0, y1 = max(int(ys[0]) // 4 - 2, 0), min(-(-(int(ys[-1]) + 1) // 4) + 2, h // 4)
         x0, x1 = max(int(xs[0]) // 4 - 2, 0), min(-(-(int(xs[-1]) + 1) // 4) + 2, w // 4)
-        boxes.append((b_, i, y0, y1, x0, x1))
+        boxes.append(((b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1)),
+                      (b_, slice(i, i + 1), slice(y0, y1), slice(x0, x1))))  # the box at full size and at OS4
     if not boxes:
         return alpha4, alpha1, alpha
-    bh, bw = max(4 * (b[3] - b[2]) for b in boxes), max(4 * (b[5] - b[4]) for b in boxes)
+    bh, bw = max(box[2].stop - box[2].start for box, _ in boxes), max(box[3].stop - box[3].start for box, _ in boxes)
     a8, d, a4, l1 = (alpha8.new_full((len(boxes), 1, bh, bw), v) for v in (0.0, 0.0, 0.0, -99.0))
-    for j, (b_, i, y0, y1, x0, x1) in enumerate(boxes):
-        box, hh, ww = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1)), 4 * (y1 - y0), 4 * (x1 - x0)
-        a8[j, :, :hh, :ww], d[j, :, :hh, :ww], l1[j, :, :hh, :ww] = alpha8[box], detail[box], logits1[box]
-        a4[j, :, :hh, :ww] = F.interpolate(logits4[b_:b_ + 1, i:i + 1, y0:y1, x0:x1], scale_factor=4.0,
-                                           mode="bilinear", align_corners=False)[0]
+    crops = [(slice(None), slice(0, box[2].stop - box[2].start), slice(0, box[3].stop - box[3].start))
+             for box, _ in boxes]  # each box's corner of the batch
+    for j, ((box, box4), crop) in enumerate(zip(boxes, crops, strict=True)):
+        a8[j][crop], d[j][crop], l1[j][crop] = alpha8[box], detail[box], logits1[box]
+        a4[j][crop] = F.interpolate(logits4[box4][None], scale_factor=4.0, mode="bilinear", align_corners=False)[0]
     a4, a1 = to_alpha(a4), to_alpha(l1)
     fused, _, _ = fuse_progressive(a8, a4, a1, d, False, boxes=False)
-    for j, (b_, i, y0, y1, x0, x1) in enumerate(boxes):
-        box, hh, ww = (b_, slice(i, i + 1), slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1)), 4 * (y1 - y0), 4 * (x1 - x0)
-        alpha4[box], alpha1[box], alpha[box] = a4[j, :, :hh, :ww], a1[j, :, :hh, :ww], fused[j, :, :hh, :ww]
+    for j, ((box, _), crop) in enumerate(zip(boxes, crops, strict=True)):
+        alpha4[box], alpha1[box], alpha[box] = a4[j][crop], a1[j][crop], fused[j][crop]
     return alpha4, alpha1, alpha
 
 

@@ -97,22 +97,20 @@ class ShortcutEncoder(nn.Module):
 
         Each pixel gets the mean of the embeddings of the instances covering it, 0 where none does.
         """
+        dtype = self.mask_embed_layer.weight.dtype
         if masks.is_floating_point() and not torch.count_nonzero(torch.addcmul(masks, masks, masks, value=-1.0)):
-            # Every value 0 or 1 (m - m * m is zero only there; two passes where the id check below takes eight):
-            # the reference's mean embedding as one contraction, without an [N, H, W, num_embed] lookup.
-            covered = masks.to(self.mask_embed_layer.weight.dtype)
-            emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
-            return emb / (covered.sum(1, keepdim=True) + 1e-6)
-        ids = torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None]
-        ids = (masks * ids).long()  # the reference's instance ids (0: none)
-        if ((ids == 0) | (ids == torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None])).all():
-            covered = (ids > 0).to(self.mask_embed_layer.weight.dtype)
-            emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
-            return emb / (covered.sum(1, keepdim=True) + 1e-6)
-        covered = (ids > 0).to(masks.dtype).unsqueeze(-1)
-        emb = self.mask_embed_layer(ids) * covered
-        emb = emb.sum(1) / (covered.sum(1) + 1e-6)
-        return emb.permute(0, 3, 1, 2)
+            covered = masks.to(dtype)  # every value 0 or 1 (m - m * m is zero only there): the masks are the ids
+        else:
+            slots = torch.arange(1, masks.shape[1] + 1, device=masks.device)[None, :, None, None]
+            ids = (masks * slots).long()  # the reference's instance ids (0: none)
+            if not ((ids == 0) | (ids == slots)).all():  # ids that mix instances: the reference's lookup
+                covered = (ids > 0).to(masks.dtype).unsqueeze(-1)
+                emb = self.mask_embed_layer(ids) * covered
+                return (emb.sum(1) / (covered.sum(1) + 1e-6)).permute(0, 3, 1, 2)
+            covered = (ids > 0).to(dtype)
+        # One id per mask: the mean embedding as one contraction, without an [N, H, W, num_embed] lookup.
+        emb = torch.einsum("bnhw,nc->bchw", covered, self.mask_embed_layer.weight[1:masks.shape[1] + 1])
+        return emb / (covered.sum(1, keepdim=True) + 1e-6)
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor, lazy: int = 0) -> tuple[torch.Tensor, dict]:
         """image ``[B, 3, H, W]``, masks ``[B, num_mask, H, W]`` (padded with empty slots).

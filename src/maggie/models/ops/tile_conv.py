@@ -73,10 +73,16 @@ class TileGrid:
         index = torch.full((b, self.rows + 2, self.cols + 2), k, dtype=torch.long, device=used.device)
         bi, ty, tx = self.coords.unbind(1)
         index[bi, ty + 1, tx + 1] = torch.arange(k, device=used.device)
+        self._padded_index = index
         self.index = index[:, 1:-1, 1:-1]  # [B, rows, cols]: the tile at each cell, K where none is kept
-        # [K, 9]: the tile at each offset, or K (an all-zero tile) where there is none.
-        self.neighbours = torch.stack([index[bi, ty + 1 + dy, tx + 1 + dx] for dy, dx in _OFFSETS], dim=1)
         self._actives = actives
+
+    @functools.cached_property
+    def neighbours(self) -> torch.Tensor:
+        """``[K, 9]``: the tile at each offset, or K (an all-zero tile) where there is none (made on first use: a
+        grid built only for its ``fill`` never reads it)."""
+        bi, ty, tx = self.coords.unbind(1)
+        return torch.stack([self._padded_index[bi, ty + 1 + dy, tx + 1 + dx] for dy, dx in _OFFSETS], dim=1)
 
     @functools.cached_property
     def levels(self) -> list[TileLevel]:
