@@ -451,3 +451,37 @@ def test_folded_batch_norm_follows_weight_and_statistics_changes():
         twin = copy.deepcopy(sn)  # each call of a spectral-norm layer is a power iteration: compare twins
         y = torch.randn(1, 512, 4, 4)
         torch.testing.assert_close(conv_bn(sn.conv1, sn.bn1, y), twin.bn1(twin.conv1(y)), atol=1e-5, rtol=1e-5)
+
+
+def test_inference_weights_follow_the_input_layout():
+    """In inference the folded and spectral-norm weights are kept channels-last for channels-last inputs (made once,
+    not copied by every convolution) and give the same output; channels-first inputs keep channels-first weights;
+    ASPP keeps the layout, so the decoder trunk runs channels-last too."""
+    from maggie.models.ops.spectral_norm import conv_bn, is_channels_last, preserved_power_iteration
+
+    torch.manual_seed(0)
+    net = MaGGIe(MaggieConfig()).eval()
+    for bn in (net.decoder.layer2[1].bn1, net.encoder.shortcut[3][2]):
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.running_mean.uniform_(-1, 1)
+    twin = copy.deepcopy(net)  # the reference, channels-first (a spectral-norm call iterates: twins, not reruns)
+    x, feats = torch.randn(1, 128, 6, 5), torch.randn(1, 128, 6, 5)
+    with torch.no_grad(), preserved_power_iteration(twin):
+        want_fold = conv_bn(twin.decoder.layer2[1].conv1, twin.decoder.layer2[1].bn1, x)
+        want_sn = twin.encoder.shortcut[3](feats)
+    assert not is_channels_last(twin.decoder.layer2[1].bn1.__dict__["_folded"][2])
+    assert want_fold.abs().amax() > 0.1 and want_sn.abs().amax() > 0.1
+    x, feats = (t.contiguous(memory_format=torch.channels_last) for t in (x, feats))
+    block, branch = net.decoder.layer2[1], net.encoder.shortcut[3]
+    made = []
+    for _ in range(2):  # two forwards: the channels-last weights are made by the first only
+        with torch.inference_mode(), preserved_power_iteration(net):
+            got_fold = conv_bn(block.conv1, block.bn1, x)
+            got_sn = branch(feats)
+            made.append((block.bn1.__dict__["_folded"][2], branch[0].module._layout[1]))
+            assert all(is_channels_last(t) for t in (*made[-1], got_fold, got_sn))
+            assert is_channels_last(net.aspp(torch.randn(1, 512, 4, 4).contiguous(memory_format=torch.channels_last)))
+        torch.testing.assert_close(got_fold, want_fold, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_sn, want_sn, atol=1e-5, rtol=1e-5)
+    assert made[0][0] is made[1][0] and made[0][1] is made[1][1]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maggie.models.ops.spectral_norm import conv_bn
+from maggie.models.ops.spectral_norm import conv_bn, is_channels_last
 
 
 class ASPP(nn.Module):
@@ -28,5 +28,7 @@ class ASPP(nn.Module):
             conv, bn = getattr(self, f"aspp{i}"), getattr(self, f"aspp{i}_bn")
             branches.append(F.relu(conv_bn(conv, bn, x)))
         pooled = F.relu(conv_bn(self.aspp5, self.aspp5_bn, F.adaptive_avg_pool2d(x, 1)))
-        branches.append(F.interpolate(pooled, size=x.shape[-2:], mode="nearest"))
+        pooled = F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
+        # In the branches' layout: a channels-first part would make the concatenation, and the decoder, channels-first.
+        branches.append(pooled.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else pooled)
         return F.relu(conv_bn(self.conv2, self.bn2, torch.cat(branches, dim=1)))

@@ -23,6 +23,11 @@ def _l2normalize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return v / (v.norm() + eps)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d map stored channels-last (oneDNN's own layout, which the image networks use in inference)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class _SNWeights(nn.Module):
     """Holds ``weight_bar``, ``weight_u``, ``weight_v`` under the official key names."""
 
@@ -40,6 +45,7 @@ class _SNWeights(nn.Module):
 
     iterate_in_eval = True
     _cache: tuple | None = None
+    _layout: tuple | None = None  # (a weight, that weight channels-last)
     _calls: int | None = None  # calls in the current no-grad evaluation forward (None outside one)
 
     def _cached_weight(self) -> torch.Tensor:
@@ -63,6 +69,16 @@ class _SNWeights(nn.Module):
             weights.append(w / u.dot(w_mat.mv(v)))
             self._cache = (key, weights, u)
         return weights[k]
+
+    def weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        """``normalised_weight`` in the layout of the input ``x``: in inference a channels-last copy of the cached
+        weight, made once (a convolution otherwise copies its weight into the input's layout on every call)."""
+        w = self.normalised_weight()
+        if w.requires_grad or not is_channels_last(x):
+            return w
+        if self._layout is None or self._layout[0] is not w:
+            self._layout = (w, w.contiguous(memory_format=torch.channels_last))
+        return self._layout[1]
 
     def normalised_weight(self) -> torch.Tensor:
         w = self.weight_bar
@@ -99,7 +115,7 @@ class SNConv2d(nn.Module):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.module.normalised_weight(), self.module.bias, self.stride, self.padding)
+        return F.conv2d(x, self.module.weight_for(x), self.module.bias, self.stride, self.padding)
 
 
 class SNConvTranspose2d(nn.Module):
@@ -112,7 +128,7 @@ class SNConvTranspose2d(nn.Module):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.module.normalised_weight(), None, self.stride, self.padding)
+        return F.conv_transpose2d(x, self.module.weight_for(x), None, self.stride, self.padding)
 
 
 def sn_conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> SNConv2d:
@@ -170,14 +186,16 @@ def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     else:
         return bn(conv(x))
     # A spectral-norm weight made in inference mode has no version counter: it is a new tensor when recomputed.
+    # The folded weight is kept in the input's layout (channels-last in inference: no copy per call).
+    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     key = tuple(None if t is None or t.is_inference() else t._version
-                for t in (weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bias))
+                for t in (weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bias)) + (layout,)
     folded = bn.__dict__.get("_folded")
     if folded is None or folded[0] is not weight or folded[1] != key:
         scale, shift = batch_norm_affine(bn)
         shift = shift + (0 if bias is None else bias * scale)
         w = weight * (scale[None, :, None, None] if transposed else scale[:, None, None, None])
-        folded = (weight, key, w, shift)
+        folded = (weight, key, w.contiguous(memory_format=layout), shift)
         bn.__dict__["_folded"] = folded
     if transposed:
         return F.conv_transpose2d(x, folded[2], folded[3], *args)

@@ -210,7 +210,7 @@ class LazyBranch:
                 ys, xs = rows[:, None] * t + offsets, cols[:, None] * t + offsets
                 inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
                 y = y * inside[:, None].to(y.dtype)
-            y = F.conv2d(y, m.module.normalised_weight(), m.module.bias)  # valid: the halo is the padding
+            y = F.conv2d(y, m.module.weight_for(y), m.module.bias)  # valid: the halo is the padding
             r -= 1
         return y[inverse]
 
