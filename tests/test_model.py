@@ -485,3 +485,31 @@ def test_inference_weights_follow_the_input_layout():
         torch.testing.assert_close(got_fold, want_fold, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got_sn, want_sn, atol=1e-5, rtol=1e-5)
     assert made[0][0] is made[1][0] and made[0][1] is made[1][1]
+
+
+def test_instance_decoder_without_attention_maps_gives_the_same_mattes():
+    """Without an attention loss the IMD runs torch's fused attention and returns no maps; its logits, kernels and
+    features equal those of the explicit attention that the loss needs (which still gives a finite loss)."""
+    from maggie.models.maggie.imd import InstanceMatteDecoder
+
+    torch.manual_seed(0)
+    imd = InstanceMatteDecoder(128, 128, 2, 1, 64, 10).eval()
+    feat = torch.randn(2, 128, 6, 8)
+    masks = torch.zeros(1, 2, 3, 48, 64)
+    masks[..., 8:30, 4:20] = 1
+    masks[:, :, 1, 20:44, 30:60] = 1
+    masks[:, :, 2, 0:10, 40:64] = 1
+    with torch.no_grad():
+        fused = imd(feat, masks)
+        explicit = imd(feat, masks, gt_masks=torch.cat([masks, masks.new_zeros(1, 2, 7, 48, 64)], 2) > 0)
+    assert "loss_atten" not in fused and torch.isfinite(explicit["loss_atten"])
+    for key in ("logits", "kernels", "feat"):
+        torch.testing.assert_close(fused[key], explicit[key], atol=1e-5, rtol=1e-5)
+    assert fused["logits"].abs().amax() > 0.1
+    tokens, pix = torch.randn(10, 1, 128), torch.randn(48, 1, 128)
+    with torch.no_grad():
+        out, attn = imd.final_token_feat_ca(tokens, pix, torch.zeros_like(tokens), torch.zeros_like(pix),
+                                            need_weights=False)
+        want, maps = imd.final_token_feat_ca(tokens, pix, torch.zeros_like(tokens), torch.zeros_like(pix))
+    assert attn is None and maps.shape == (1, 10, 48)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)

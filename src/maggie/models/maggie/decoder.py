@@ -45,7 +45,8 @@ def fuse_progressive(alpha8, alpha4, alpha1, detail, train: bool, boxes: bool = 
     return alpha, w4, w1
 
 
-def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Tensor, logits1: torch.Tensor):
+def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Tensor, logits1: torch.Tensor,
+                  active: torch.Tensor | None = None):
     """Evaluation's ``refine`` squashing and ``fuse_progressive`` done inside each map's box of D only.
 
     alpha8, detail ``[BT, n, H, W]``; logits4 ``[BT, n, H/4, W/4]`` and logits1 ``[BT, n, H, W]``, -99
@@ -55,11 +56,13 @@ def fuse_in_boxes(alpha8: torch.Tensor, detail: torch.Tensor, logits4: torch.Ten
     upsampling reads one more).  With several people each covering a few percent of a frame, this
     replaces some thirty passes over every person's full-resolution map by passes over its box; the boxes
     are fused as one zero-padded batch (outside its box a map is certain and outside D, as beyond a lone box's
-    edge), so the thirty passes are not repeated per person either.
+    edge), so the thirty passes are not repeated per person either.  ``active``: ``detail > 0``, if the caller
+    has it (its rows and columns are a byte max, not a float one).
     """
     bt, n, h, w = alpha8.shape
     alpha4, alpha1, alpha = torch.zeros_like(alpha8), torch.zeros_like(alpha8), alpha8.clone()
-    rows, cols = detail.amax(-1) > 0, detail.amax(-2) > 0  # [BT, n, H], [BT, n, W]
+    active = detail > 0 if active is None else active
+    rows, cols = any_along(active, -1), any_along(active, -2)  # [BT, n, H], [BT, n, W]
     boxes = []
     for b_, i in torch.nonzero(any_along(rows, -1)).tolist():
         ys, xs = torch.nonzero(rows[b_, i]).flatten(), torch.nonzero(cols[b_, i]).flatten()
@@ -129,9 +132,10 @@ class MaggieDecoder(SparseRefiner):
         alpha8, detail = self.detail_region(alpha8, guide)
         kernels = imd["kernels"][:, None].expand(-1, t, -1, -1).reshape(b * t, self.max_inst, -1)[:, :n]
         boxed = not self.training and _boxes_allowed()
-        alpha4, alpha1 = self.refine(detail, imd["feat"], kernels, shortcuts, n, squash=not boxed)
+        active = detail > 0  # D as booleans, once: the refinement's sites and the boxes of the fusion
+        alpha4, alpha1 = self.refine(detail, imd["feat"], kernels, shortcuts, n, squash=not boxed, active=active)
         if boxed:
-            alpha4, alpha1, alpha = fuse_in_boxes(alpha8, detail, alpha4, alpha1)
+            alpha4, alpha1, alpha = fuse_in_boxes(alpha8, detail, alpha4, alpha1, active)
         else:
             alpha, w4, w1 = fuse_progressive(alpha8, alpha4, alpha1, detail, self.training)
         out = {"alpha_os8": alpha8, "alpha_os4": alpha4, "alpha_os1": alpha1, "alpha": alpha,
@@ -157,21 +161,24 @@ class MaggieDecoder(SparseRefiner):
         detail = compute_unknown(guide, 30)
         return alpha8, detail
 
-    def refine(self, detail, feat8, kernels, shortcuts, n, squash: bool = True):
-        """OS4 (upsampled) and OS1 mattes ``[BT, n, H, W]``; ``squash=False``: their logits, OS4 at H/4."""
+    def refine(self, detail, feat8, kernels, shortcuts, n, squash: bool = True, active: torch.Tensor | None = None):
+        """OS4 (upsampled) and OS1 mattes ``[BT, n, H, W]``; ``squash=False``: their logits, OS4 at H/4.
+        ``active``: ``detail > 0``, if the caller has it."""
         bt = feat8.shape[0]
         h, w = detail.shape[-2:]
         if self.training and detail.max() == 0:
             detail = detail.clone()
             detail[:, :, 200:250, 200:250] = 1.0  # the reference's guard against an empty region
-        if not self.training and not has_nonzero(detail):
+            active = None
+        active = detail > 0 if active is None else active
+        if not self.training and not has_nonzero(active):
             if not squash:
                 return detail.new_full((bt, n, h // 4, w // 4), -99.0), detail.new_full((bt, n, h, w), -99.0)
             zeros = detail.new_zeros(bt, n, h, w)
             return zeros, zeros.clone()
         mode = "dense" if torch.onnx.is_in_onnx_export() else self.refine_mode
         fea1, fea2, fea3 = (f.dense() if isinstance(f, LazyBranch) and mode == "dense" else f for f in shortcuts[:3])
-        logits4, logits1 = self.refine_logits(detail.reshape(bt * n, h, w) > 0, feat8, kernels, (fea1, fea2, fea3),
+        logits4, logits1 = self.refine_logits(active.reshape(bt * n, h, w), feat8, kernels, (fea1, fea2, fea3),
                                         n, mode=mode)
         if not squash:
             return logits4.reshape(bt, n, h // 4, w // 4), logits1.reshape(bt, n, h, w)

@@ -24,9 +24,12 @@ class CrossAttentionLayer(nn.Module):
         self.multihead_attn = nn.MultiheadAttention(dim, heads)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, query, memory, query_pos, memory_pos, key_padding_mask=None):
+    def forward(self, query, memory, query_pos, memory_pos, key_padding_mask=None, need_weights: bool = True):
+        """``need_weights=False`` (no attention loss): the map is not returned (None) and torch runs its fused
+        attention, not the explicit softmax and batched products (on a CPU those meet denormal attention weights
+        that fall to the slow path: with ten people at 576 x 1024 the IMD's products took 11 ms instead of 3)."""
         out, attn = self.multihead_attn(query + query_pos, memory + memory_pos, memory,
-                                        key_padding_mask=key_padding_mask)
+                                        key_padding_mask=key_padding_mask, need_weights=need_weights)
         return self.norm(query + out), attn
 
 
@@ -145,14 +148,16 @@ class InstanceMatteDecoder(nn.Module):
             g8 = g8.reshape(b, t, self.max_inst, h * w) > 0
             guidance = g8.permute(0, 2, 3, 1).reshape(b, self.max_inst, h * w * t).float()
         attn_maps = []
+        maps = guidance is not None  # the token-to-pixel maps are read only by the attention loss
 
         for i in range(self.blocks):
-            tokens, attn = self.token_feat_ca_layers[i](tokens, pix, token_pos, pix_pos)
+            tokens, attn = self.token_feat_ca_layers[i](tokens, pix, token_pos, pix_pos, need_weights=maps)
             attn_maps.append(attn)
             tokens = self.mlp_layers[i](tokens)
             tokens = self.sa_layers[i](tokens, token_pos, key_padding_mask=token_padding)
-            pix, _ = self.feat_token_ca_layers[i](pix, tokens, pix_pos, token_pos, key_padding_mask=token_padding)
-        tokens, attn = self.final_token_feat_ca(tokens, pix, token_pos, pix_pos)
+            pix, _ = self.feat_token_ca_layers[i](pix, tokens, pix_pos, token_pos, key_padding_mask=token_padding,
+                                                  need_weights=False)
+        tokens, attn = self.final_token_feat_ca(tokens, pix, token_pos, pix_pos, need_weights=maps)
         attn_maps.append(attn)
 
         pix = pix.reshape(h, w, t, b, -1).permute(3, 2, 4, 0, 1).reshape(b * t, -1, h, w)
