@@ -78,9 +78,21 @@ def model(weights):
     return load_model(weights)
 
 
+# Floating-point results are bit-equal on the kind of CPU that made the fixtures; on one with AVX-512 and AMX
+# (2026-12-03) oneDNN takes other convolution kernels and the single-step intermediates differ in their last bits
+# (at most 8e-7 of the array's largest value, about 7 ulps).  That is allowed, 10x over; integer results (trimaps,
+# structuring elements) stay exact.
+FLOAT_ULP_SLACK = 1e-5
+
+
 def assert_exact(ours: torch.Tensor, ref: np.ndarray, name: str) -> None:
     a = ours.detach().numpy().reshape(ref.shape)
-    assert np.array_equal(a, ref), f"{name}: not bit-equal, max abs diff {np.abs(a - ref).max():.2e}"
+    if np.array_equal(a, ref):
+        return
+    assert np.issubdtype(ref.dtype, np.floating), f"{name}: not equal ({ref.dtype})"
+    d, scale = np.abs(a.astype(np.float64) - ref).max(), max(float(np.abs(ref).max()), 1.0)
+    allowed = FLOAT_ULP_SLACK * scale
+    assert d <= allowed, f"{name}: not bit-equal, max abs diff {d:.2e} (allowed {allowed:.1e})"
 
 
 def assert_close(ours: torch.Tensor, ref: np.ndarray, name: str, mean: float = 1e-5, most: float = 1e-4) -> None:

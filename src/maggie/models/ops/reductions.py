@@ -10,10 +10,17 @@ from __future__ import annotations
 import torch
 
 
+def _tracing() -> bool:
+    """The JIT tracer (ONNX export) has no dtype-reinterpreting ``view``: there the plain ``any`` is used."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def any_along(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     """``x.any(dim)`` of a boolean tensor."""
     if x.dtype != torch.bool:
         raise TypeError(f"any_along takes a boolean tensor, got {x.dtype}")
+    if _tracing():
+        return x.any(dim)
     return x.view(torch.uint8).amax(dim).bool()
 
 
@@ -22,7 +29,7 @@ def has_nonzero(x: torch.Tensor) -> bool:
     if x.numel() == 0:
         return False
     if x.dtype == torch.bool:
-        return bool(x.view(torch.uint8).amax())
+        return bool(x.any() if _tracing() else x.view(torch.uint8).amax())
     if not x.is_floating_point():
         return bool(x.any())
     lo, hi = torch.aminmax(x)
