@@ -80,6 +80,9 @@ ROWS = [
     ("video_hard_levels", "video", "the default's video stage on training videos of levels easy / medium / hard "
      "0.1 / 0.4 / 0.5 instead of 0.2 / 0.5 / 0.3 (resynthesised)",
      {"data": {"video_train": {"level_weights": {"comp_easy": 0.1, "comp_medium": 0.4, "comp_hard": 0.5}}}}),
+    ("video_tracker_guidance_1", "video", "the default's video stage with every training clip guided by the simulated "
+     "tracker's masks (dataset.train.video.tracker_guidance_p 1.0 instead of 0.5), as the test clips are",
+     {"dataset": {"train": {"video": {"tracker_guidance_p": 1.0}}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
 SYNTHESISED = ("video_train", "image_train")
