@@ -1,13 +1,18 @@
-"""Where an image network's error lies, against the guidance mask's: near each person's boundary, inside,
-on other people, in the background.
+"""Where a network's error lies, against the guidance mask's: near each person's boundary (where people
+meet, or against the background), inside, on other people, in the background.
 
     python benchmarks/error_regions.py pretrain/maggie_default_image.safetensors --split comp_hard
+    python benchmarks/error_regions.py models/image/best.safetensors --split comp_hard \\
+        --video models/video/best.safetensors
     python benchmarks/error_regions.py pretrain/maggie_default_image.safetensors --subset in_dist --degrade
     (--degrade: the images re-encoded as held_out's are: JPEG 40-75 and noise)
 
-Sums of absolute error per region over every person of every image (or video frame, the network run frame
-by frame), as fractions of the mask's total error.  "near boundary": within 4 px of the true alpha's 0.5
-contour or where the alpha is soft; "on other people": the rest of another person's alpha > 0.5.
+Sums of absolute error per region over every person of every image or video frame, as fractions of the mask's
+total error, and the part of it where the network's matte is too high / too low.  An image network runs frame
+by frame; ``--video`` runs the video network (those weights over the image weights) on sliding clips, as the
+evaluation does.  Both apply the evaluation's ``test.sum_to_one``.  "near boundary": within 4 px of the true
+alpha's 0.5 contour or where the alpha is soft, split into "where people meet" (within 4 px of another
+person's alpha > 0.5) and "against background"; "on other people": the rest of another person's alpha > 0.5.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ sys.path.insert(0, str(REPO / "src"))
 
 from maggie.config.params import load_params  # noqa: E402
 from maggie.data.layout import ImageTestSet, VideoTestSet  # noqa: E402
+from maggie.engine.checkpoints import init_weights  # noqa: E402
 from maggie.evaluation.benchmarks import frame_predictor  # noqa: E402
-from maggie.models import load_model  # noqa: E402
+from maggie.inference.pipeline import predict_video  # noqa: E402
+from maggie.models import build_model, load_model  # noqa: E402
 
-REGIONS = ("near boundary", "inside", "on other people", "background")
+REGIONS = ("near boundary, where people meet", "near boundary, against background", "inside", "on other people",
+           "background")
 
 
 def regions(alphas: np.ndarray, i: int) -> list[np.ndarray]:
@@ -37,9 +45,10 @@ def regions(alphas: np.ndarray, i: int) -> list[np.ndarray]:
     k = np.ones((9, 9), np.uint8)
     near = ((cv2.dilate(fg, k) - cv2.erode(fg, k)) > 0) | ((a > 0.01) & (a < 0.99))
     others = np.delete(alphas, i, 0).max(0) > 0.5 if len(alphas) > 1 else np.zeros_like(fg, bool)
+    meet = near & (cv2.dilate(others.astype(np.uint8), k) > 0)
     on_others = ~near & others
     inside = ~near & ~on_others & (fg > 0)
-    return [near, inside, on_others, ~near & ~on_others & ~inside]
+    return [meet, near & ~meet, inside, on_others, ~near & ~on_others & ~inside]
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -51,37 +60,61 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights")
-    ap.add_argument("--split", help="a video split (frames run one by one)")
+    ap.add_argument("--split", help="a video split (frames run one by one, or clips with --video)")
+    ap.add_argument("--video", help="video-network weights, loaded over the image weights (with --split)")
     ap.add_argument("--subset", default="held_out")
     ap.add_argument("--source", default="sim01_coarse28")
     ap.add_argument("--degrade", action="store_true")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     args = ap.parse_args()
     params = load_params(args.params)
-    root, short = params["data"]["root"], params["test"]["short_size"]
-    model = load_model(args.weights).eval()
-    predict = frame_predictor(model, short, torch.device("cpu"), quantise_masks=False,
-                              merge_duplicates=args.split is None and params["test"]["image"]["merge_duplicate_masks"])
+    root, short, rule = params["data"]["root"], params["test"]["short_size"], params["test"].get("sum_to_one", False)
+    cpu = torch.device("cpu")
+    if args.video and not args.split:
+        ap.error("--video needs --split")
+    items = []
     if args.split:
         data = VideoTestSet(root, params["test"]["video"]["dir"], args.split, params["test"]["video"]["mask_dir"])
-        items = [(f.image, f.alphas, f.masks) for v in data.videos for f in data.frames(v)]
+        if args.video:
+            model = build_model("maggie_video")
+            init_weights(model, args.weights)
+            init_weights(model, args.video)
+            model.eval()
+            for v in data.videos:
+                frames = data.frames(v)
+                mattes = predict_video(model, ((f.image, f.masks) for f in frames), short, cpu,
+                                       params["test"]["video"].get("clip_length", 3), sum_to_one=rule)
+                items += [(f.alphas, f.masks, out) for f, out in zip(frames, mattes, strict=True)]
+        else:
+            predict = frame_predictor(load_model(args.weights).eval(), short, cpu, quantise_masks=False,
+                                      sum_to_one=rule)
+            items = [(f.alphas, f.masks, predict(f.image, f.masks)) for v in data.videos for f in data.frames(v)]
     else:
+        predict = frame_predictor(load_model(args.weights).eval(), short, cpu, quantise_masks=False,
+                                  merge_duplicates=params["test"]["image"]["merge_duplicate_masks"], sum_to_one=rule)
         data = ImageTestSet(root, params["test"]["image"]["dir"], args.subset, args.source)
-        items = [data.load(n) for n in data.names]
-    rng = np.random.default_rng(0)
-    net, mask, total_abs = np.zeros(4), np.zeros(4), 0.0
-    for image, alphas, masks in items:
-        out = predict(degrade(image, rng) if args.degrade else image, masks)
+        rng = np.random.default_rng(0)
+        for name in data.names:
+            image, alphas, masks = data.load(name)
+            items.append((alphas, masks, predict(degrade(image, rng) if args.degrade else image, masks)))
+    n = len(REGIONS)
+    high, low, mask, total_abs = np.zeros(n), np.zeros(n), np.zeros(n), 0.0
+    for alphas, masks, out in items:
         total_abs += float(np.abs(out - alphas).mean())
         for i in range(len(alphas)):
+            err = out[i] - alphas[i]
             for k, region in enumerate(regions(alphas, i)):
-                net[k] += np.abs(out[i] - alphas[i])[region].sum()
+                high[k] += np.clip(err, 0, None)[region].sum()
+                low[k] += np.clip(-err, 0, None)[region].sum()
                 mask[k] += np.abs(masks[i].astype(np.float32) - alphas[i])[region].sum()
-    where = args.split or f"{args.subset}/{args.source}"
-    print(f"{where}{' (degraded)' if args.degrade else ''}: mean absolute error {total_abs / len(items):.3e}")
+    where = (args.split or f"{args.subset}/{args.source}") + (" (video network)" if args.video else "")
+    print(f"{where}{' (degraded)' if args.degrade else ''}: mean absolute error {total_abs / len(items):.3e} "
+          f"(fractions of the mask's total error)")
+    total = mask.sum()
     for k, name in enumerate(REGIONS):
-        print(f"  {name:16s} network {net[k] / mask.sum():.3f}   mask {mask[k] / mask.sum():.3f}")
-    print(f"  {'total':16s} network {net.sum() / mask.sum():.3f}   mask 1.000")
+        print(f"  {name:34s} network {(high[k] + low[k]) / total:.3f} (too high {high[k] / total:.3f}, "
+              f"too low {low[k] / total:.3f})   mask {mask[k] / total:.3f}")
+    print(f"  {'total':34s} network {(high.sum() + low.sum()) / total:.3f}   mask 1.000")
     return 0
 
 

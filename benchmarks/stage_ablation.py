@@ -83,6 +83,10 @@ ROWS = [
     ("video_tracker_guidance_1", "video", "the default's video stage with every training clip guided by the simulated "
      "tracker's masks (dataset.train.video.tracker_guidance_p 1.0 instead of 0.5), as the test clips are",
      {"dataset": {"train": {"video": {"tracker_guidance_p": 1.0}}}}),
+    ("video_tracker_guidance_1_lr3e-5", "video", "as video_tracker_guidance_1, learning rate 3e-5 instead of 1e-5",
+     {"dataset": {"train": {"video": {"tracker_guidance_p": 1.0}}}, "train": {"video": {"lr": 3.0e-5}}}),
+    ("video_grad_w_0.5", "video", "the default's video stage with the alpha gradient loss weight 0.5 instead of 0.05 "
+     "(sharper edges where people meet)", {"model": {"video": {"loss_alpha_grad_w": 0.5}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
 SYNTHESISED = ("video_train", "image_train")

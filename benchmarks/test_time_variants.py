@@ -1,0 +1,105 @@
+"""Evaluation-time variants of the video network on the video splits, measured and not adopted.
+
+    python benchmarks/test_time_variants.py models/image/best.safetensors --video models/video/best.safetensors \\
+        --variant flip
+    python benchmarks/test_time_variants.py ... --variant scales --scales 192 256
+    python benchmarks/test_time_variants.py ... --variant refine_all_detail --splits comp_hard
+
+What a change at evaluation alone (same weights) does to the video figures (MAD, ratio to the tracker mask,
+dtSSD), with the default's sum rule:
+* ``flip``: each clip also run mirrored left-right, the two mattes averaged (2x the network's cost; the padded
+  tensor is mirrored, so where the frame needs padding the mirrored run sees it on the left);
+* ``scales``: the clips run at each short side of ``--scales`` and the mattes, mapped back to the frame,
+  averaged (the cost grows with the pixels of every scale);
+* ``refine_all_detail``: the OS4 and OS1 mattes used everywhere in the detail region D instead of in the
+  reference's bands around the uncertain pixels (is a band too narrow for an edge the network gets wrong?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import maggie.models.maggie.decoder as decoder  # noqa: E402
+from maggie.config.params import load_params  # noqa: E402
+from maggie.engine.checkpoints import init_weights  # noqa: E402
+from maggie.evaluation.benchmarks import video_against_mask  # noqa: E402
+from maggie.inference import pipeline  # noqa: E402
+from maggie.models import build_model  # noqa: E402
+
+
+class Mirrored(torch.nn.Module):
+    """The network's mattes averaged with those of its left-right mirrored inputs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, masks, prev_alpha=None):
+        a = self.model(image, masks, prev_alpha=prev_alpha)["alpha"]
+        flipped_prev = None if prev_alpha is None else prev_alpha.flip(-1)
+        b = self.model(image.flip(-1), masks.flip(-1), prev_alpha=flipped_prev)["alpha"].flip(-1)
+        return {"alpha": (a + b) / 2}
+
+
+def average_over_scales(scales: list[int]) -> None:
+    """Make the evaluation's clip streaming run once per short side and average the mattes."""
+    single = pipeline._fused_mattes
+
+    def fused(model, frames, short_size, device, clip_length, pad_to):
+        frames = list(frames)
+        runs = [single(model, iter(frames), s, device, clip_length, pad_to) for s in scales]
+        for outs in zip(*runs, strict=True):
+            yield sum(outs) / len(outs)
+
+    pipeline._fused_mattes = fused
+
+
+def refine_in_all_of_detail() -> None:
+    """OS4, then OS1, wherever D is (the reference: in bands around the uncertain pixels, inside D)."""
+    def fuse(alpha8, alpha4, alpha1, detail, train, boxes=True):
+        w = (detail > 0).to(alpha8.dtype)
+        alpha = torch.where(w > 0, alpha1.to(alpha8.dtype), alpha8)
+        return alpha, w, w
+
+    decoder.fuse_progressive = fuse
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("image", help="image network weights")
+    ap.add_argument("--video", required=True, help="video-network weights, loaded over the image weights")
+    ap.add_argument("--variant", required=True, choices=["none", "flip", "scales", "refine_all_detail"])
+    ap.add_argument("--scales", type=int, nargs="+", default=[192, 256], help="short sides for --variant scales")
+    ap.add_argument("--splits", nargs="*", default=None, help="default: test.video.splits")
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    args = ap.parse_args()
+    params = load_params(args.params)
+    if args.splits:
+        params["test"]["video"]["splits"] = args.splits
+    model = build_model("maggie_video")
+    init_weights(model, args.image)
+    init_weights(model, args.video)
+    model.eval()
+    if args.variant == "flip":
+        model = Mirrored(model)
+    elif args.variant == "scales":
+        average_over_scales(args.scales)
+    elif args.variant == "refine_all_detail":
+        refine_in_all_of_detail()
+    result = video_against_mask(model, params)
+    label = args.variant + (f" {args.scales}" if args.variant == "scales" else "")
+    print(label, json.dumps({s: {"MAD": round(r["MAD"]), "ratio": round(r["ratio"], 3), "dtSSD": round(r["dtSSD"], 3)}
+                             for s, r in result.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
