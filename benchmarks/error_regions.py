@@ -5,7 +5,8 @@ meet, or against the background), inside, on other people, in the background.
     python benchmarks/error_regions.py models/image/best.safetensors --split comp_hard \\
         --video models/video/best.safetensors
     python benchmarks/error_regions.py pretrain/maggie_default_image.safetensors --subset in_dist --degrade
-    (--degrade: the images re-encoded as held_out's are: JPEG 40-75 and noise)
+    (--degrade: the images re-encoded as held_out's are: JPEG 40-75 and noise; --true-masks: the network
+    guided by the true alphas > 0.5 instead of the test masks, and those masks are what "mask" measures)
 
 Sums of absolute error per region over every person of every image or video frame, as fractions of the mask's
 total error, and the part of it where the network's matte is too high / too low.  An image network runs frame
@@ -65,11 +66,15 @@ def main() -> int:
     ap.add_argument("--subset", default="held_out")
     ap.add_argument("--source", default="sim01_coarse28")
     ap.add_argument("--degrade", action="store_true")
+    ap.add_argument("--true-masks", action="store_true", help="guidance: the true alphas > 0.5 (its best case)")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     args = ap.parse_args()
     params = load_params(args.params)
     root, short, rule = params["data"]["root"], params["test"]["short_size"], params["test"].get("sum_to_one", False)
     cpu = torch.device("cpu")
+
+    def guide(alphas: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return (alphas > 0.5).astype(masks.dtype) if args.true_masks else masks
     if args.video and not args.split:
         ap.error("--video needs --split")
     items = []
@@ -82,13 +87,16 @@ def main() -> int:
             model.eval()
             for v in data.videos:
                 frames = data.frames(v)
-                mattes = predict_video(model, ((f.image, f.masks) for f in frames), short, cpu,
+                masks = [guide(f.alphas, f.masks) for f in frames]
+                mattes = predict_video(model, ((f.image, m) for f, m in zip(frames, masks, strict=True)), short, cpu,
                                        params["test"]["video"].get("clip_length", 3), sum_to_one=rule)
-                items += [(f.alphas, f.masks, out) for f, out in zip(frames, mattes, strict=True)]
+                items += [(f.alphas, m, out) for f, m, out in zip(frames, masks, mattes, strict=True)]
         else:
             predict = frame_predictor(load_model(args.weights).eval(), short, cpu, quantise_masks=False,
                                       sum_to_one=rule)
-            items = [(f.alphas, f.masks, predict(f.image, f.masks)) for v in data.videos for f in data.frames(v)]
+            for f in (f for v in data.videos for f in data.frames(v)):
+                masks = guide(f.alphas, f.masks)
+                items.append((f.alphas, masks, predict(f.image, masks)))
     else:
         predict = frame_predictor(load_model(args.weights).eval(), short, cpu, quantise_masks=False,
                                   merge_duplicates=params["test"]["image"]["merge_duplicate_masks"], sum_to_one=rule)
@@ -96,6 +104,7 @@ def main() -> int:
         rng = np.random.default_rng(0)
         for name in data.names:
             image, alphas, masks = data.load(name)
+            masks = guide(alphas, masks)
             items.append((alphas, masks, predict(degrade(image, rng) if args.degrade else image, masks)))
     n = len(REGIONS)
     high, low, mask, total_abs = np.zeros(n), np.zeros(n), np.zeros(n), 0.0
@@ -107,7 +116,8 @@ def main() -> int:
                 high[k] += np.clip(err, 0, None)[region].sum()
                 low[k] += np.clip(-err, 0, None)[region].sum()
                 mask[k] += np.abs(masks[i].astype(np.float32) - alphas[i])[region].sum()
-    where = (args.split or f"{args.subset}/{args.source}") + (" (video network)" if args.video else "")
+    where = (args.split or f"{args.subset}/{args.source}") + (" (video network)" if args.video else "") + (
+        ", guided by the true alphas > 0.5" if args.true_masks else "")
     print(f"{where}{' (degraded)' if args.degrade else ''}: mean absolute error {total_abs / len(items):.3e} "
           f"(fractions of the mask's total error)")
     total = mask.sum()
