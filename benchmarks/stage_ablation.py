@@ -5,8 +5,9 @@ overrides of params.yaml in a scratch folder, from the same inputs, and measures
     python benchmarks/stage_ablation.py                           # every row not yet in the JSON
 
 Run it in a checkout where `dvc repro` has made the data and the image stage (``models/image/best.safetensors``:
-the video rows start from it, as the default's video stage does).  Image rows: the image stage from the warm
-start, then the mean MAD over the 10 mask sources of each image subset against the guidance mask's
+the video rows start from it, as the default's video stage does; "image+video" rows train both stages, the
+video stage from the row's own image stage, and are measured as both kinds of row are).  Image rows: the image
+stage from the warm start, then the mean MAD over the 10 mask sources of each image subset against the guidance mask's
 (``benchmarks/against_mask.py``).  Video rows: the video stage, then MAD and dtSSD on the three video splits,
 next to the image stage run frame by frame (``benchmarks/video_against_image.py``).  Results go to
 ``benchmarks/stage_ablation.json`` and ``benchmarks/stage_ablation.md``.  Two runs of one row differ by up
@@ -87,6 +88,11 @@ ROWS = [
      {"dataset": {"train": {"video": {"tracker_guidance_p": 1.0}}}, "train": {"video": {"lr": 3.0e-5}}}),
     ("video_grad_w_0.5", "video", "the default's video stage with the alpha gradient loss weight 0.5 instead of 0.05 "
      "(sharper edges where people meet)", {"model": {"video": {"loss_alpha_grad_w": 0.5}}}),
+    ("both_meeting4", "image+video", "the default's image and video stages with the band where two people meet "
+     "weighing 5x (loss_meeting_w 4 in both)", {"model": {"image": {"loss_meeting_w": 4.0},
+                                                          "video": {"loss_meeting_w": 4.0}}}),
+    ("both_meeting8", "image+video", "as both_meeting4 with the weight 8 (the band weighs 9x)",
+     {"model": {"image": {"loss_meeting_w": 8.0}, "video": {"loss_meeting_w": 8.0}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
 SYNTHESISED = ("video_train", "image_train")
@@ -117,17 +123,20 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
 
     warm = sha256_file(REPO / "pretrain" / "maggie_default_image.safetensors")[:8]
     start = time.time()
-    with open(d / "train.log", "w") as log:
-        subprocess.run([sys.executable, "-m", f"maggie.stages.train_{stage}", "--params", "params.yaml"], cwd=d,
-                       check=True, stdout=log, stderr=subprocess.STDOUT)
+    for part in stage.split("+"):
+        with open(d / f"train_{part}.log", "w") as log:
+            subprocess.run([sys.executable, "-m", f"maggie.stages.train_{part}", "--params", "params.yaml"], cwd=d,
+                           check=True, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - start
-    if stage == "image":
+    result = {"train_s": round(seconds), "warm_start": warm, "sum_to_one": params["test"].get("sum_to_one")}
+    if "image" in stage.split("+"):
         out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "against_mask.py"),
                               "models/image/best.safetensors", "--params", "params.yaml"], cwd=d, check=True,
                              capture_output=True, text=True).stdout
-        return {"train_s": round(seconds), "warm_start": warm, "sum_to_one": params["test"].get("sum_to_one"),
-                "metrics": json.loads(out)}
-    image = str(REPO / "models" / "image" / "best.safetensors")
+        result["image_metrics" if stage != "image" else "metrics"] = json.loads(out)
+        if stage == "image":
+            return result
+    image = str((d if stage != "video" else REPO) / "models" / "image" / "best.safetensors")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "video_against_image.py"), image,
                           "--video", "models/video/best.safetensors", "--params", "params.yaml"], cwd=d, check=True,
                          capture_output=True, text=True).stdout
@@ -135,8 +144,8 @@ def run_row(name: str, stage: str, overrides: dict, work: Path) -> dict:
     for line in out.splitlines():
         split, _, payload = line.partition(" ")
         rows[split] = json.loads(payload)
-    return {"train_s": round(seconds), "warm_start": warm, "sum_to_one": params["test"].get("sum_to_one"),
-            "metrics": rows}
+    result["metrics"] = rows
+    return result
 
 
 def write_table(results: dict, path: Path) -> None:
@@ -149,15 +158,15 @@ def write_table(results: dict, path: Path) -> None:
     lines += ["| row | change | warm start | in_dist | held_out |", "| --- | --- | --- | --- | --- |"]
     for name, stage, what, _ in ROWS:
         r = results.get(name)
-        if stage == "image" and r:
-            m = r["metrics"]
+        if stage != "video" and r:
+            m = r["metrics"] if stage == "image" else r["image_metrics"]
             cells = [f"{m[s]['MAD']:.0f} ({m[s]['ratio']:.3f})" for s in ("in_dist", "held_out")]
             lines.append(f"| {name} | {what} | {r['warm_start']} | " + " | ".join(cells) + " |")
     lines += ["", "| row | change | warm start | comp_easy MAD, dtSSD | comp_medium MAD, dtSSD "
               "| comp_hard MAD, dtSSD |", "| --- | --- | --- | --- | --- | --- |"]
     for name, stage, what, _ in ROWS:
         r = results.get(name)
-        if stage == "video" and r:
+        if stage != "image" and r:
             cells = []
             for split in ("comp_easy", "comp_medium", "comp_hard"):
                 row = r["metrics"][split]

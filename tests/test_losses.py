@@ -102,7 +102,7 @@ def test_objective_combines_terms_with_their_weights():
                detail_mask=torch.ones(b, tt, n, h, w), loss_atten=torch.tensor(0.3))
     weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=5.0,
                           loss_reweight_os8=True, loss_dtSSD_w=0.0, loss_temp_w=1.0, loss_sum_one_w=0.0,
-                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0)
+                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=0.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     total = terms["loss_rec"] + 0.05 * terms["loss_lap"] + 0.05 * terms["loss_grad"] + 5.0 * terms["loss_atten"]
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
@@ -126,7 +126,7 @@ def test_excess_sum_is_zero_on_composited_people_and_counts_double_claims():
            "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
     weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
                           loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=2.0,
-                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0)
+                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=0.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     # OS1 and OS4 are the truth (no excess); OS8 says both people are everywhere: excess 1 at every pixel.
     assert terms["loss_sum_one"].item() == pytest.approx(1.0)
@@ -190,7 +190,38 @@ def test_occlusion_weight_raises_the_cost_of_a_matte_on_other_people():
                "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
         w = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
                         loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0,
-                        loss_os8_bce_w=0.0, loss_occlusion_w=k)
+                        loss_os8_bce_w=0.0, loss_occlusion_w=k, loss_meeting_w=0.0)
         return training_loss(out, {"alpha": gt, "mask": gt}, w)["loss_rec"].item()
     assert rec(spill, 0.0) == pytest.approx(rec(stray, 0.0))
     assert rec(spill, 4.0) > 2 * rec(stray, 4.0)
+
+
+def test_people_meeting_marks_the_band_where_two_people_meet_only():
+    from maggie.models.ops.loss_terms import people_meeting
+    gt = torch.zeros(1, 3, 12, 24)
+    gt[0, 0, :, :10] = 1.0      # person 0 on the left, person 1 beside it from column 10
+    gt[0, 1, :, 10:16] = 1.0
+    gt[0, 2, 4:8, 21:24] = 0.4  # person 2: too faint to count as anyone's place
+    meet = people_meeting(gt, radius=2)
+    assert meet[0, 0, :, 8:12].eq(1).all() and meet[0, 0, :, :8].eq(0).all() and meet[0, 0, :, 12:].eq(0).all()
+    assert torch.equal(meet[0, 0], meet[0, 1]), "the band is the same for both sides of the meeting"
+    assert meet[0, 2].sum() == 0
+    assert people_meeting(gt[:, :1]).sum() == 0
+
+
+def test_meeting_weight_raises_the_cost_of_an_error_where_people_meet():
+    gt = torch.zeros(1, 1, 2, 16, 16)
+    gt[0, 0, 0, :, :8] = 1.0
+    gt[0, 0, 1, :, 8:] = 1.0
+    edge, far = gt.clone(), gt.clone()
+    edge[0, 0, 0, :4, 7] = 0.0   # person 0's matte too low on 4 pixels where it meets person 1
+    far[0, 0, 0, :4, 0] = 0.0    # the same error at its edge against the frame's border
+    def rec(pred, k):
+        out = {"alpha_os8": pred, "alpha_os4": pred, "alpha_os1": pred,
+               "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
+        w = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
+                        loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0,
+                        loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=k)
+        return training_loss(out, {"alpha": gt, "mask": gt}, w)["loss_rec"].item()
+    assert rec(edge, 0.0) == pytest.approx(rec(far, 0.0))
+    assert rec(edge, 4.0) > 2 * rec(far, 4.0)

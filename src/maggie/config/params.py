@@ -118,6 +118,7 @@ class LossWeights:
     loss_sum_one_w: float  # InstMatt: its tri-mattes T + R + B add up to 1; MaGGIe: its mattes add up to <= 1
     loss_os8_bce_w: float  # not in the reference: BCE on the OS8 logits (training from scratch)
     loss_occlusion_w: float  # not in the reference: extra weight on a person's pixels of other people
+    loss_meeting_w: float  # not in the reference: extra weight on the band where two people meet
 
 
 @dataclass(kw_only=True)

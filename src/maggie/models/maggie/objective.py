@@ -4,6 +4,7 @@ L = w_alpha * L_rec + w_lap * L_lap + w_grad * L_grad + w_dt * L_dtSSD + w_att *
 [+ w_sum_one * L_sum_one, not in the reference: the instances' mattes add up to at most 1];
 [w_occlusion, not in the reference: the region-weighted terms weigh a person's pixels of other people
  1 + w_occlusion more];
+[w_meeting, not in the reference: they weigh the band where two people meet w_meeting more];
 each of L_rec, L_lap, L_grad, L_dtSSD, L_sum_one summed over the three strides with weights 2:1:1
 (OS1:OS4:OS8).  OS8 is weighted over the whole image (x2 where the true or predicted
 alpha is uncertain); OS4/OS1 inside their refinement bands (75% of the time) or the
@@ -24,6 +25,7 @@ from maggie.models.ops.loss_terms import (
     os8_bce,
     os8_weights,
     other_people,
+    people_meeting,
     temporal_sparsity_loss,
     weighted_l1,
 )
@@ -52,6 +54,9 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
     if w.loss_occlusion_w > 0:
         occ = w.loss_occlusion_w * other_people(gt.flatten(0, 1)).view_as(gt) * valid
         w8, w4, w1 = w8 + occ, w4 + occ, w1 + occ
+    if w.loss_meeting_w > 0:
+        meet = w.loss_meeting_w * people_meeting(gt.flatten(0, 1)).view_as(gt) * valid
+        w8, w4, w1 = w8 + meet, w4 + meet, w1 + meet
     flat = [x.reshape(b * t, n, h, w_) for x in (gt, a8, a4, a1, w8, w4, w1)]
     g, p8, p4, p1, q8, q4, q1 = flat
     terms: dict[str, torch.Tensor] = {}
