@@ -93,6 +93,8 @@ ROWS = [
                                                           "video": {"loss_meeting_w": 4.0}}}),
     ("both_meeting8", "image+video", "as both_meeting4 with the weight 8 (the band weighs 9x)",
      {"model": {"image": {"loss_meeting_w": 8.0}, "video": {"loss_meeting_w": 8.0}}}),
+    ("phase5_meeting4", "image+video", "as both_meeting4, from the phase 5 warm start (presets/pretrain5.yaml)",
+     {"model": {"image": {"loss_meeting_w": 4.0}, "video": {"loss_meeting_w": 4.0}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
 SYNTHESISED = ("video_train", "image_train")

@@ -86,7 +86,10 @@ COMMAND = ("python -m maggie.preset pretrain && torchrun --standalone -m maggie.
            " && python -m maggie.preset default && python -m maggie.preset pretrain2 && torchrun --standalone -m "
            "maggie.stages.train_image --params params.yaml && torchrun --standalone -m maggie.stages.train_video "
            "--params params.yaml && python -m maggie.preset default && python -m maggie.preset pretrain3 && "
-           "torchrun --standalone -m maggie.stages.train_video --params params.yaml")
+           "torchrun --standalone -m maggie.stages.train_video --params params.yaml && python -m maggie.preset default "
+           "&& python -m maggie.engine.warm_start --image models/pretrain/video3/ckpt/last.safetensors --video "
+           "models/pretrain/video3/ckpt/last.safetensors --after-steps 13500 --out pretrain && python -m maggie.preset "
+           "pretrain5 && torchrun --standalone -m maggie.stages.train_video --params params.yaml")
 
 
 def make_warm_start(image: Path, video: Path | None, out: Path, params_path: str, trained_with: str | None,
