@@ -95,6 +95,8 @@ ROWS = [
      {"model": {"image": {"loss_meeting_w": 8.0}, "video": {"loss_meeting_w": 8.0}}}),
     ("phase5_meeting4", "image+video", "as both_meeting4, from the phase 5 warm start (presets/pretrain5.yaml)",
      {"model": {"image": {"loss_meeting_w": 4.0}, "video": {"loss_meeting_w": 4.0}}}),
+    ("phase5_image_meeting0", "image", "the default's image stage from the phase 5 warm start without the meeting "
+     "band's weight (loss_meeting_w 0)", {"model": {"image": {"loss_meeting_w": 0.0}}}),
 ]
 # rows whose overrides change one of these sections resynthesise that dataset in the row's folder
 SYNTHESISED = ("video_train", "image_train")
