@@ -31,10 +31,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 from maggie.config.params import load_params  # noqa: E402
 from maggie.data.layout import ImageTestSet, VideoTestSet  # noqa: E402
-from maggie.engine.checkpoints import init_weights  # noqa: E402
+from maggie.engine.checkpoints import video_network_from  # noqa: E402
 from maggie.evaluation.benchmarks import frame_predictor  # noqa: E402
 from maggie.inference.pipeline import predict_video  # noqa: E402
-from maggie.models import build_model, load_model  # noqa: E402
+from maggie.models import load_model  # noqa: E402
 
 REGIONS = ("near boundary, where people meet", "near boundary, against background", "inside", "on other people",
            "background")
@@ -81,10 +81,7 @@ def main() -> int:
     if args.split:
         data = VideoTestSet(root, params["test"]["video"]["dir"], args.split, params["test"]["video"]["mask_dir"])
         if args.video:
-            model = build_model("maggie_video")
-            init_weights(model, args.weights)
-            init_weights(model, args.video)
-            model.eval()
+            model = video_network_from(args.weights, args.video)
             for v in data.videos:
                 frames = data.frames(v)
                 masks = [guide(f.alphas, f.masks) for f in frames]

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from maggie.data.layout import VideoTestSet
-from maggie.engine.checkpoints import init_weights
+from maggie.engine.checkpoints import video_network_from
 from maggie.inference.pipeline import plan_geometry, predict_video, prepare, restore
-from maggie.models import build_model
 
 
 def main() -> None:
@@ -32,10 +31,7 @@ def main() -> None:
     ap.add_argument("--short-size", type=int, default=192)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/stream_vs_clip.json"))
     args = ap.parse_args()
-    model = build_model("maggie_video")
-    init_weights(model, args.image)
-    init_weights(model, args.temporal)
-    model.eval()
+    model = video_network_from(args.image, args.temporal)
     cpu = torch.device("cpu")
     result = {}
     for split in ("comp_easy", "comp_medium", "comp_hard"):

@@ -12,7 +12,10 @@ dtSSD), with the default's sum rule:
 * ``scales``: the clips run at each short side of ``--scales`` and the mattes, mapped back to the frame,
   averaged (the cost grows with the pixels of every scale);
 * ``refine_all_detail``: the OS4 and OS1 mattes used everywhere in the detail region D instead of in the
-  reference's bands around the uncertain pixels (is a band too narrow for an edge the network gets wrong?).
+  reference's bands around the uncertain pixels (is a band too narrow for an edge the network gets wrong?);
+* ``sum_rule``: the network's mattes as they are, with another rule where the people's mattes add up to more
+  than 1 (``--rule``): ``off``, ``scale`` (all alike), ``guided`` (the default's), ``winner`` (the largest matte
+  keeps its value, the others share what it leaves), ``guided_winner`` (the guided first, the winner among them).
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 import maggie.models.maggie.decoder as decoder  # noqa: E402
 from maggie.config.params import load_params  # noqa: E402
-from maggie.engine.checkpoints import init_weights  # noqa: E402
+from maggie.engine.checkpoints import video_network_from  # noqa: E402
 from maggie.evaluation.benchmarks import video_against_mask  # noqa: E402
 from maggie.inference import pipeline  # noqa: E402
-from maggie.models import build_model  # noqa: E402
 
 
 class Mirrored(torch.nn.Module):
@@ -72,11 +74,54 @@ def refine_in_all_of_detail() -> None:
     decoder.fuse_progressive = fuse
 
 
+def winner_first(alpha, mask):
+    """Where the mattes add up to more than 1: the largest keeps its value, the rest share what it leaves."""
+    import numpy as np
+
+    total = alpha.sum(-3, keepdims=True)
+    top = alpha.max(-3, keepdims=True)
+    is_top = (alpha == top) & (np.cumsum(alpha == top, axis=-3) == 1)
+    others = total - top
+    room = np.clip(1 - top, 0, None)
+    scale = np.where(others > room, room / np.maximum(others, 1e-6), 1)
+    return np.where(mask, np.where(is_top, np.minimum(alpha, 1), alpha * scale), alpha)
+
+
+def use_sum_rule(rule: str) -> None:
+    """Replace the evaluation's sum rule (``params test.sum_to_one`` stays 'guided', so the hook is called)."""
+    import numpy as np
+
+    original = pipeline.limit_sum
+
+    def limit(alpha, masks=None):
+        over = alpha.sum(-3, keepdims=True) > 1
+        if rule == "off":
+            return alpha
+        if rule == "scale":
+            return original(alpha, None)
+        if rule == "guided":
+            return original(alpha, masks)
+        if rule == "winner":
+            return winner_first(alpha, over).astype(alpha.dtype, copy=False)
+        guided = masks > 0
+        inside = np.where(guided, alpha, 0)
+        kept = winner_first(inside, inside.sum(-3, keepdims=True) > 1)   # the guided, the winner first
+        room = np.clip(1 - kept.sum(-3, keepdims=True), 0, None)
+        outside = np.where(guided, 0, alpha)
+        out_sum = outside.sum(-3, keepdims=True)
+        outside = outside * np.where(out_sum > room, room / np.maximum(out_sum, 1e-6), 1)
+        return np.where(guided, kept, outside).astype(alpha.dtype, copy=False)
+
+    pipeline.limit_sum = limit
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("image", help="image network weights")
     ap.add_argument("--video", required=True, help="video-network weights, loaded over the image weights")
-    ap.add_argument("--variant", required=True, choices=["none", "flip", "scales", "refine_all_detail"])
+    ap.add_argument("--variant", required=True, choices=["none", "flip", "scales", "refine_all_detail", "sum_rule"])
+    ap.add_argument("--rule", default="guided", choices=["off", "scale", "guided", "winner", "guided_winner"],
+                    help="for --variant sum_rule")
     ap.add_argument("--scales", type=int, nargs="+", default=[192, 256], help="short sides for --variant scales")
     ap.add_argument("--splits", nargs="*", default=None, help="default: test.video.splits")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
@@ -84,18 +129,19 @@ def main() -> int:
     params = load_params(args.params)
     if args.splits:
         params["test"]["video"]["splits"] = args.splits
-    model = build_model("maggie_video")
-    init_weights(model, args.image)
-    init_weights(model, args.video)
-    model.eval()
+    model = video_network_from(args.image, args.video)
     if args.variant == "flip":
         model = Mirrored(model)
     elif args.variant == "scales":
         average_over_scales(args.scales)
     elif args.variant == "refine_all_detail":
         refine_in_all_of_detail()
+    elif args.variant == "sum_rule":
+        params["test"]["sum_to_one"] = "guided"
+        use_sum_rule(args.rule)
     result = video_against_mask(model, params)
-    label = args.variant + (f" {args.scales}" if args.variant == "scales" else "")
+    label = args.variant + (f" {args.scales}" if args.variant == "scales" else "") + (
+        f" {args.rule}" if args.variant == "sum_rule" else "")
     print(label, json.dumps({s: {"MAD": round(r["MAD"]), "ratio": round(r["ratio"], 3), "dtSSD": round(r["dtSSD"], 3)}
                              for s, r in result.items()}))
     return 0

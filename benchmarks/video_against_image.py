@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from maggie.config.params import load_params  # noqa: E402
-from maggie.engine.checkpoints import init_weights  # noqa: E402
+from maggie.engine.checkpoints import video_network_from  # noqa: E402
 from maggie.evaluation.benchmarks import video_against_mask  # noqa: E402
-from maggie.models import build_model, load_model  # noqa: E402
+from maggie.models import load_model  # noqa: E402
 
 
 def main() -> int:
@@ -40,10 +40,7 @@ def main() -> int:
         params["test"]["short_size"] = args.short_size
     rows: dict[str, dict] = {"image, frame by frame": video_against_mask(load_model(args.image).eval(), params)}
     for weights in args.video:
-        model = build_model("maggie_video")
-        init_weights(model, args.image)
-        init_weights(model, weights)
-        rows[weights] = video_against_mask(model.eval(), params)
+        rows[weights] = video_against_mask(video_network_from(args.image, weights), params)
     for split in params["test"]["video"]["splits"]:
         row = {name: {"MAD": round(r[split]["MAD"]), "dtSSD": round(r[split]["dtSSD"], 3)} for name, r in rows.items()}
         row["mask"] = {"MAD": round(rows["image, frame by frame"][split]["mask_MAD"])}

@@ -124,6 +124,17 @@ def init_weights(model, source: str) -> None:
              f": {', '.join(missing[:4])} ..." if missing else "")
 
 
+def video_network_from(image: str, temporal: str) -> torch.nn.Module:
+    """The video network in eval mode from image weights, then the weights of its video stage (or a warm
+    start's temporal modules) over them: how a video stage's result and the shipped warm start are read."""
+    from maggie.models import build_model
+
+    model = build_model("maggie_video")
+    init_weights(model, str(image))
+    init_weights(model, str(temporal))
+    return model.eval()
+
+
 def run_fingerprint(params: dict[str, Any], stage: str) -> str:
     """Hash of everything a checkpoint belongs to: resuming only continues the same run.
 

@@ -65,14 +65,10 @@ def image_metrics(weights: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def video_metrics(image: Path, temporal: Path, params: dict[str, Any]) -> dict[str, Any]:
-    from maggie.engine.checkpoints import init_weights
+    from maggie.engine.checkpoints import video_network_from
     from maggie.evaluation.benchmarks import video_against_mask
-    from maggie.models import build_model
 
-    model = build_model("maggie_video")
-    init_weights(model, str(image))
-    init_weights(model, str(temporal))
-    return video_against_mask(model.eval(), params)
+    return video_against_mask(video_network_from(image, temporal), params)
 
 
 def git_commit() -> str:
