@@ -10,7 +10,8 @@ dtSSD), with the default's sum rule:
 * ``flip``: each clip also run mirrored left-right, the two mattes averaged (2x the network's cost; the padded
   tensor is mirrored, so where the frame needs padding the mirrored run sees it on the left);
 * ``scales``: the clips run at each short side of ``--scales`` and the mattes, mapped back to the frame,
-  averaged (the cost grows with the pixels of every scale);
+  averaged (the cost grows with the pixels of every scale); with ``--meeting-radius R`` only where two
+  people's guidance masks, grown by R px, overlap (the first scale's mattes elsewhere);
 * ``refine_all_detail``: the OS4 and OS1 mattes used everywhere in the detail region D instead of in the
   reference's bands around the uncertain pixels (is a band too narrow for an edge the network gets wrong?);
 * ``sum_rule``: the network's mattes as they are, with another rule where the people's mattes add up to more
@@ -51,15 +52,31 @@ class Mirrored(torch.nn.Module):
         return {"alpha": (a + b) / 2}
 
 
-def average_over_scales(scales: list[int]) -> None:
-    """Make the evaluation's clip streaming run once per short side and average the mattes."""
+def meeting_band(masks, radius: int):
+    """``[H, W]`` 1 where the guidance masks of two people, each grown by ``radius`` px, overlap."""
+    import cv2
+    import numpy as np
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    grown = np.stack([cv2.dilate((m > 0).astype(np.uint8), kernel) for m in masks]) if len(masks) else masks
+    return (grown.sum(0) >= 2).astype(np.float32)
+
+
+def average_over_scales(scales: list[int], meeting_radius: int | None = None) -> None:
+    """Make the evaluation's clip streaming run once per short side and average the mattes (with
+    ``meeting_radius``: only in the band where two people's guidance masks meet; the first scale elsewhere)."""
     single = pipeline._fused_mattes
 
     def fused(model, frames, short_size, device, clip_length, pad_to):
         frames = list(frames)
         runs = [single(model, iter(frames), s, device, clip_length, pad_to) for s in scales]
-        for outs in zip(*runs, strict=True):
-            yield sum(outs) / len(outs)
+        for (_, masks), outs in zip(frames, zip(*runs, strict=True), strict=True):
+            mean = sum(outs) / len(outs)
+            if meeting_radius is None:
+                yield mean
+            else:
+                band = meeting_band(masks, meeting_radius)
+                yield outs[0] * (1 - band) + mean * band
 
     pipeline._fused_mattes = fused
 
@@ -123,6 +140,8 @@ def main() -> int:
     ap.add_argument("--rule", default="guided", choices=["off", "scale", "guided", "winner", "guided_winner"],
                     help="for --variant sum_rule")
     ap.add_argument("--scales", type=int, nargs="+", default=[192, 256], help="short sides for --variant scales")
+    ap.add_argument("--meeting-radius", type=int, default=None,
+                    help="--variant scales: average only where two people's masks grown by this many px overlap")
     ap.add_argument("--splits", nargs="*", default=None, help="default: test.video.splits")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     args = ap.parse_args()
@@ -133,15 +152,15 @@ def main() -> int:
     if args.variant == "flip":
         model = Mirrored(model)
     elif args.variant == "scales":
-        average_over_scales(args.scales)
+        average_over_scales(args.scales, args.meeting_radius)
     elif args.variant == "refine_all_detail":
         refine_in_all_of_detail()
     elif args.variant == "sum_rule":
         params["test"]["sum_to_one"] = "guided"
         use_sum_rule(args.rule)
     result = video_against_mask(model, params)
-    label = args.variant + (f" {args.scales}" if args.variant == "scales" else "") + (
-        f" {args.rule}" if args.variant == "sum_rule" else "")
+    label = args.variant + {"scales": f" {args.scales} meeting_radius {args.meeting_radius}",
+                            "sum_rule": f" {args.rule}"}.get(args.variant, "")
     print(label, json.dumps({s: {"MAD": round(r["MAD"]), "ratio": round(r["ratio"], 3), "dtSSD": round(r["dtSSD"], 3)}
                              for s, r in result.items()}))
     return 0

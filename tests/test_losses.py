@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -19,6 +20,13 @@ from maggie.models.ops.loss_terms import (
     temporal_sparsity_loss,
     weighted_l1,
 )
+
+
+def loss_weights(**given) -> LossWeights:
+    """Every term off but those given (LossWeights has no defaults: params.yaml is their one source)."""
+    names = [f.name for f in dataclasses.fields(LossWeights)]
+    return LossWeights(**{n: given.get(n, False if n in ("loss_reweight_os8", "loss_after_sum_rule") else 0.0)
+                          for n in names})
 
 
 def t(rows):
@@ -100,9 +108,8 @@ def test_objective_combines_terms_with_their_weights():
     out = {k: torch.rand(b, tt, n, h, w) for k in ("alpha_os8", "alpha_os4", "alpha_os1")}
     out.update(weight_os4=torch.ones(b, tt, n, h, w), weight_os1=torch.ones(b, tt, n, h, w),
                detail_mask=torch.ones(b, tt, n, h, w), loss_atten=torch.tensor(0.3))
-    weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=5.0,
-                          loss_reweight_os8=True, loss_dtSSD_w=0.0, loss_temp_w=1.0, loss_sum_one_w=0.0,
-                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=0.0)
+    weights = loss_weights(loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=5.0,
+                           loss_reweight_os8=True, loss_temp_w=1.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     total = terms["loss_rec"] + 0.05 * terms["loss_lap"] + 0.05 * terms["loss_grad"] + 5.0 * terms["loss_atten"]
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
@@ -124,9 +131,7 @@ def test_excess_sum_is_zero_on_composited_people_and_counts_double_claims():
     gt = visible[None]  # [B=1, T=2, N=2, H, W]
     out = {"alpha_os8": claimed.new_ones(1, 2, 2, 8, 8), "alpha_os4": gt, "alpha_os1": gt,
            "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
-    weights = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
-                          loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=2.0,
-                          loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=0.0)
+    weights = loss_weights(loss_alpha_w=1.0, loss_sum_one_w=2.0)
     terms = training_loss(out, {"alpha": gt, "mask": (gt > 0.5).float()}, weights)
     # OS1 and OS4 are the truth (no excess); OS8 says both people are everywhere: excess 1 at every pixel.
     assert terms["loss_sum_one"].item() == pytest.approx(1.0)
@@ -188,9 +193,7 @@ def test_occlusion_weight_raises_the_cost_of_a_matte_on_other_people():
     def rec(pred, k):
         out = {"alpha_os8": pred, "alpha_os4": pred, "alpha_os1": pred,
                "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
-        w = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
-                        loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0,
-                        loss_os8_bce_w=0.0, loss_occlusion_w=k, loss_meeting_w=0.0)
+        w = loss_weights(loss_alpha_w=1.0, loss_occlusion_w=k)
         return training_loss(out, {"alpha": gt, "mask": gt}, w)["loss_rec"].item()
     assert rec(spill, 0.0) == pytest.approx(rec(stray, 0.0))
     assert rec(spill, 4.0) > 2 * rec(stray, 4.0)
@@ -219,9 +222,57 @@ def test_meeting_weight_raises_the_cost_of_an_error_where_people_meet():
     def rec(pred, k):
         out = {"alpha_os8": pred, "alpha_os4": pred, "alpha_os1": pred,
                "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
-        w = LossWeights(loss_alpha_w=1.0, loss_alpha_grad_w=0.0, loss_alpha_lap_w=0.0, loss_atten_w=0.0,
-                        loss_reweight_os8=False, loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0,
-                        loss_os8_bce_w=0.0, loss_occlusion_w=0.0, loss_meeting_w=k)
+        w = loss_weights(loss_alpha_w=1.0, loss_meeting_w=k)
         return training_loss(out, {"alpha": gt, "mask": gt}, w)["loss_rec"].item()
     assert rec(edge, 0.0) == pytest.approx(rec(far, 0.0))
     assert rec(edge, 4.0) > 2 * rec(far, 4.0)
+
+
+def test_meeting_sum_term_sees_two_people_both_too_low_where_they_meet():
+    """Where two people meet, their mattes must add up to the truth's total: both too low there costs,
+    the same total split differently does not, and an edge against the background is not its business."""
+    from maggie.models.ops.loss_terms import meeting_sum_loss, people_meeting
+    gt = torch.zeros(1, 2, 16, 16)
+    gt[0, 0, :, :8] = 1.0
+    gt[0, 1, :, 8:12] = 1.0
+    band = people_meeting(gt).amax(1)
+    both_low, swapped, background = gt.clone(), gt.clone(), gt.clone()
+    both_low[0, 0, :, 7], both_low[0, 1, :, 8] = 0.5, 0.5        # both soft at the meeting: total 1.5 of 2
+    swapped[0, 0, :, 7], swapped[0, 1, :, 7] = 0.4, 0.6         # person 1 over person 0's edge: total unchanged
+    background[0, 1, :, 11] = 0.3                               # person 1 too low against the background
+    assert meeting_sum_loss(gt, gt, band) == 0
+    assert meeting_sum_loss(both_low, gt, band) > 0.1
+    assert meeting_sum_loss(swapped, gt, band) == pytest.approx(0.0, abs=1e-6)
+    assert meeting_sum_loss(background, gt, band) == 0
+    w = loss_weights(loss_alpha_w=1.0, loss_meeting_sum_w=1.0)
+    pred = both_low[:, None]
+    out = {"alpha_os8": pred, "alpha_os4": pred, "alpha_os1": pred,
+           "weight_os4": torch.ones_like(pred), "weight_os1": torch.ones_like(pred)}
+    terms = training_loss(out, {"alpha": gt[:, None], "mask": gt[:, None]}, w)
+    assert terms["loss_meeting_sum"] == pytest.approx(4 * meeting_sum_loss(both_low, gt, band).item())
+
+
+def test_losses_after_the_sum_rule_score_the_mattes_as_evaluated():
+    """With loss_after_sum_rule, a person's spill onto a pixel that only another's guidance covers is cut by
+    the guided rule before the loss, as at evaluation: it costs nothing, and the guided person's matte
+    still gets its gradient."""
+    gt = torch.zeros(1, 1, 2, 8, 8)
+    gt[0, 0, 0, :, :4] = 1.0
+    gt[0, 0, 1, :, 4:] = 1.0
+    spill = gt.clone()
+    spill[0, 0, 0, :, 4:] = 1.0      # person 0 claims all of person 1
+    spill[0, 0, 1, :2, 4:] = 0.5     # and person 1 is too low on 8 pixels
+    spill.requires_grad_(True)
+
+    def rec(after: bool) -> torch.Tensor:
+        out = {"alpha_os8": spill, "alpha_os4": spill, "alpha_os1": spill,
+               "weight_os4": torch.ones_like(gt), "weight_os1": torch.ones_like(gt)}
+        return training_loss(out, {"alpha": gt, "mask": gt}, loss_weights(loss_alpha_w=1.0,
+                                                                           loss_after_sum_rule=after))["loss_rec"]
+    before, after = rec(False), rec(True)
+    assert after < before
+    # after the rule, where person 1 is too low on 8 pixels (0.5), person 0 keeps the room it leaves (0.5);
+    # elsewhere its spill is gone: 2 x 8 x 0.5 over 2 x 64 weighted pixels, x (2 + 1 + 1)
+    assert after.item() == pytest.approx(4 * 2 * 8 * 0.5 / 128, rel=1e-5)
+    after.backward()
+    assert spill.grad[0, 0, 1, :2, 4:].lt(0).all(), "the guided person is still pushed up where it is too low"

@@ -99,7 +99,7 @@ def test_sparsemat_objective_is_dispatched():
     losses = training_objective("sparsemat")(out, {"alpha": gt, "mask": gt}, LossWeights(
         loss_alpha_w=1.0, loss_alpha_grad_w=0.05, loss_alpha_lap_w=0.05, loss_atten_w=0.0, loss_reweight_os8=False,
         loss_dtSSD_w=0.0, loss_temp_w=0.0, loss_sum_one_w=0.0, loss_os8_bce_w=0.0, loss_occlusion_w=0.0,
-        loss_meeting_w=0.0))
+        loss_meeting_w=0.0, loss_meeting_sum_w=0.0, loss_after_sum_rule=False))
     assert {"loss_rec", "loss_lap", "loss_grad", "total"} == set(losses)
 
 

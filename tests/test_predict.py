@@ -224,6 +224,34 @@ def test_sum_to_one_predictor_on_images_and_video(weights):
         np.testing.assert_allclose(g, limit_sum(p, m), atol=1e-6)
 
 
+
+def test_meeting_band_marks_where_two_peoples_masks_meet():
+    from maggie.inference.pipeline import meeting_band
+    masks = people(3)                      # columns 6..25, 34..53, 62..81: gaps of 8 px
+    assert meeting_band(masks, 4).sum() == 0
+    band = meeting_band(masks, 5)          # grown by 5 px they overlap in the gaps' middle columns 29 and 30
+    assert band[10:58, 29:31].all() and band[:, :29].sum() == 0 and band[:, 31:57].sum() == 0
+    assert meeting_band(people(1), 20).sum() == 0
+
+
+def test_video_runs_again_finer_where_people_meet(weights):
+    """meeting_short_size: where two people's masks meet each frame's matte is the mean of the two runs,
+    elsewhere the plain run's, and the frames still stream in order with their own masks."""
+    from maggie.inference.pipeline import meeting_band
+    moving = [(rgb_image(40 + i), np.roll(people(2), i, axis=2)) for i in range(5)]
+    moving[2][1][1, :, 20:30] = 1          # in frame 2 the second person reaches the first
+    plain = list(Predictor(weights["maggie_video"], short_size=64).video(iter(moving)))
+    finer = list(Predictor(weights["maggie_video"], short_size=96).video(iter(moving)))
+    both = list(Predictor(weights["maggie_video"], short_size=64, meeting_short_size=96,
+                          meeting_radius=2).video(iter(moving)))
+    assert len(both) == len(moving)
+    for (_, m), p, f, b in zip(moving, plain, finer, both, strict=True):
+        band = meeting_band(m, 2) > 0
+        np.testing.assert_allclose(b[:, ~band], p[:, ~band], atol=1e-6)
+        np.testing.assert_allclose(b[:, band], (p[:, band] + f[:, band]) / 2, atol=1e-5)
+    assert (meeting_band(moving[2][1], 2) > 0).any() and not (meeting_band(moving[0][1], 2) > 0).any()
+
+
 def test_sum_to_one_flag_of_predict(tmp_path, weights):
     """``--sum-to-one`` alone scales alike, ``--sum-to-one guided`` lets the unguided give way: the written
     mattes of three people sharing one mask add up to at most 1 either way (PNG rounding aside)."""

@@ -52,6 +52,7 @@ def _predictor(args: argparse.Namespace):
         return args.predictor
     return Predictor(args.weights, short_size=args.short_size, device=args.device, precision=args.precision,
                      sum_to_one={None: False, "scale": True, "guided": "guided"}[args.sum_to_one],
+                     meeting_short_size=getattr(args, "meeting_short_size", None),
                      models_dir=args.models_dir)
 
 
@@ -240,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the people's mattes add up to more than 1 (true mattes never do): 'scale' them all "
                    "down alike, or 'guided': those whose mask does not cover the pixel give way first (the default "
                    "pipeline evaluates with test.sum_to_one; the reference has neither)")
+    p.add_argument("--meeting-short-size", type=int, default=None,
+                   help="videos: also run at this short side and average it in where two people's masks meet (the "
+                   "default pipeline evaluates with test.video.meeting_short_size, 4/3 of its short side; not in "
+                   "the reference)")
     p.add_argument("--video", action="store_true", help="treat a folder of images as the frames of one video")
     p.add_argument("--chunk", type=int, default=8, help="video frames decoded ahead at a time")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,

@@ -119,6 +119,8 @@ class LossWeights:
     loss_os8_bce_w: float  # not in the reference: BCE on the OS8 logits (training from scratch)
     loss_occlusion_w: float  # not in the reference: extra weight on a person's pixels of other people
     loss_meeting_w: float  # not in the reference: extra weight on the band where two people meet
+    loss_meeting_sum_w: float  # not in the reference: there the mattes add up to the true alphas' total
+    loss_after_sum_rule: bool  # not in the reference: the terms score the mattes after the guided sum rule
 
 
 @dataclass(kw_only=True)

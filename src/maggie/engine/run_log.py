@@ -15,7 +15,7 @@ from maggie.files import write_text
 log = logging.getLogger("maggie.engine")
 
 TRAIN_FIELDS = ["step", "lr", "loss", "loss_rec", "loss_lap", "loss_grad", "loss_atten", "loss_dtSSD", "loss_temp",
-                "loss_sum_one", "loss_os8_bce"]
+                "loss_sum_one", "loss_os8_bce", "loss_meeting_sum"]
 VAL_FIELDS = ["step", "MAD", "MSE", "SAD", "mask_MAD"]
 
 

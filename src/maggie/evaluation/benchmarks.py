@@ -173,9 +173,11 @@ def score_videos(model, params: dict[str, Any], data: VideoTestSet, videos: list
                                           np.stack([f.masks for f in frames]), test["short_size"], device,
                                           sum_to_one=test.get("sum_to_one", False), first_alpha=first))
         else:
+            vid = section(params, "test.video")
             outputs = predict_video(model, ((f.image, f.masks) for f in frames), test["short_size"], device,
-                                    section(params, "test.video").get("clip_length", 3),
-                                    sum_to_one=test.get("sum_to_one", False))
+                                    vid.get("clip_length", 3), sum_to_one=test.get("sum_to_one", False),
+                                    meeting_short_size=vid.get("meeting_short_size"),
+                                    meeting_radius=vid.get("meeting_radius", 4))
         for frame, pred in zip(frames, outputs, strict=True):
             gts.append(frame.alphas)
             masks.append(frame.masks.astype(np.float32))

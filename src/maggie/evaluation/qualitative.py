@@ -150,6 +150,10 @@ def _run(params: dict[str, Any], q: dict[str, Any], summary: dict[str, Any], dev
         short = int(q.get("short_size") or section(params, "test")["short_size"])
         settings = {"short_size": short, "device": device,
                     "sum_to_one": section(params, "test").get("sum_to_one", False)}
+        vid = section(params, "test.video")
+        if vid.get("meeting_short_size"):   # the second run keeps its ratio to the short side
+            ratio = vid["meeting_short_size"] / section(params, "test")["short_size"]
+            settings.update(meeting_short_size=round(ratio * short), meeting_radius=vid.get("meeting_radius", 4))
         if found["videos"]:
             video_weights = best_weights(params, "video")
             summary["videos"] = run_videos(Predictor(video_weights, **settings), folder,

@@ -9,13 +9,17 @@ zeroing values <= 1/255 and saturating values >= 254/255.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from maggie.models.ops.sum_rule import limit_sum as limit_sum_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,16 +123,9 @@ def limit_sum(alpha: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
     person onto the person in front (occlusion) then loses that spill instead of halving the front person.
     A post-process outside the network: the reference has none (``test.sum_to_one``, off in the paper preset).
     """
-    total = alpha.sum(-3, keepdims=True)
-    if masks is None:
-        return np.where(total > 1, alpha / np.maximum(total, 1e-6), alpha).astype(alpha.dtype, copy=False)
-    guided = masks > 0
-    inside = np.where(guided, alpha, 0).sum(-3, keepdims=True)
-    outside = total - inside
-    room = np.clip(1 - inside, 0, None)
-    scale_out = np.where(outside > room, room / np.maximum(outside, 1e-6), 1)
-    scale_in = np.where(inside > 1, 1 / np.maximum(inside, 1e-6), 1)
-    return (alpha * np.where(guided, scale_in, scale_out)).astype(alpha.dtype, copy=False)
+    out = limit_sum_tensor(torch.from_numpy(np.ascontiguousarray(alpha)),
+                           None if masks is None else torch.from_numpy(np.ascontiguousarray(masks)))
+    return out.numpy().astype(alpha.dtype, copy=False)
 
 
 def apply_sum_rule(alpha: np.ndarray, masks: np.ndarray, rule: SumRule) -> np.ndarray:
@@ -170,16 +167,32 @@ def predict_frames(model, images: np.ndarray, masks: np.ndarray, short_size: int
     return apply_sum_rule(alpha, masks, sum_to_one)
 
 
+def meeting_band(masks: np.ndarray, radius: int) -> np.ndarray:
+    """``[H, W]`` float 1 where the guidance masks ``[N, H, W]`` of two people, each grown by ``radius`` px,
+    overlap: where one person meets another."""
+    if masks.shape[0] < 2:
+        return np.zeros(masks.shape[1:], np.float32)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    grown = sum(cv2.dilate((m > 0).astype(np.uint8), kernel).astype(np.int32) for m in masks)
+    return (grown >= 2).astype(np.float32)
+
+
 def predict_video(model, frames: Iterator[tuple[np.ndarray, np.ndarray]], short_size: int, device: torch.device,
-                  clip_length: int = 3, pad_to: int = 32, sum_to_one: SumRule = False) -> Iterator[np.ndarray]:
+                  clip_length: int = 3, pad_to: int = 32, sum_to_one: SumRule = False,
+                  meeting_short_size: int | None = None, meeting_radius: int = 4) -> Iterator[np.ndarray]:
     """Stream final mattes ``[N, H0, W0]`` frame by frame, as the reference's test loop does.
 
     Clips of ``clip_length`` frames slide by one; each frame's final matte is the fused middle
     of the clip centred on it, with the previous final frame carried into the fusion.  Memory
     stays bounded by the clip, whatever the video length.  ``sum_to_one``: ``apply_sum_rule`` on each
     output with its frame's masks (the mattes carried into the next fusion stay the network's own).
+
+    ``meeting_short_size`` (not in the reference): the video also runs at this short side, and where two
+    people's masks (grown by ``meeting_radius`` px) meet, each frame's matte is the mean of the two runs.
+    The edge where one person passes in front of another must be placed to a pixel or two, finer than the
+    network's 8-px tokens resolve at a small size (``test.video.meeting_short_size``, benchmarks/README.md).
     """
-    if sum_to_one is False:
+    if sum_to_one is False and not meeting_short_size:
         return _fused_mattes(model, frames, short_size, device, clip_length, pad_to)
     pending: deque[np.ndarray] = deque()  # the masks of frames read but not yet emitted
 
@@ -188,8 +201,19 @@ def predict_video(model, frames: Iterator[tuple[np.ndarray, np.ndarray]], short_
             pending.append(mask)
             yield frame, mask
 
-    stream = _fused_mattes(model, remember(frames), short_size, device, clip_length, pad_to)
-    return (apply_sum_rule(a, pending.popleft(), sum_to_one) for a in stream)
+    if not meeting_short_size:
+        stream = _fused_mattes(model, remember(frames), short_size, device, clip_length, pad_to)
+        return (apply_sum_rule(a, pending.popleft(), sum_to_one) for a in stream)
+    base_in, fine_in = itertools.tee(remember(frames))  # the two runs stay in step: a clip's worth is buffered
+    base = _fused_mattes(model, base_in, short_size, device, clip_length, pad_to)
+    fine = _fused_mattes(model, fine_in, meeting_short_size, device, clip_length, pad_to)
+
+    def blended():
+        for a, b in zip(base, fine, strict=True):
+            masks = pending.popleft()
+            band = meeting_band(masks, meeting_radius)
+            yield apply_sum_rule(a + (b - a) * (band / 2), masks, sum_to_one)
+    return blended()
 
 
 @torch.no_grad()

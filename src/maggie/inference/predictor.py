@@ -45,10 +45,12 @@ def newest_trained_weights(models_dir: str | Path = "models") -> Path:
 class Predictor:
     def __init__(self, weights: str | Path | dict | None = None, short_size: int = 576, device: str = "auto",
                  precision: str = "fp32", clip_length: int = 3, models_dir: str | Path = "models",
-                 refine_mode: str = "sparse", merge_duplicates: bool = True, sum_to_one: bool | str = False):
+                 refine_mode: str = "sparse", merge_duplicates: bool = True, sum_to_one: bool | str = False,
+                 meeting_short_size: int | None = None, meeting_radius: int = 4):
         """``merge_duplicates``: people given identical masks get one matte (the network cannot tell them apart).
         ``sum_to_one``: where the people's mattes add up to more than 1, True scales them down alike,
-        ``"guided"`` those outside their masks first (``pipeline.limit_sum``; not in the reference)."""
+        ``"guided"`` those outside their masks first (``pipeline.limit_sum``; not in the reference).
+        ``meeting_short_size``: videos also run at this short side where people meet (``pipeline.predict_video``)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)
@@ -65,6 +67,7 @@ class Predictor:
             self.model = load_model(self.weights, device=self.device, refine_mode=refine_mode)
         self.short_size, self.clip_length = short_size, clip_length
         self.merge_duplicates, self.sum_to_one = merge_duplicates, sum_to_one
+        self.meeting_short_size, self.meeting_radius = meeting_short_size, meeting_radius
         log.info("weights %s (%s) on %s, %s", self.weights if not isinstance(self.weights, dict) else "state_dict",
                  self.model.cfg.arch, self.device, precision)
 
@@ -105,7 +108,8 @@ class Predictor:
         with self._autocast():
             if self.is_video_model:
                 outs = predict_video(self.model, remember(frames), self.short_size, self.device, self.clip_length,
-                                     sum_to_one=self.sum_to_one)
+                                     sum_to_one=self.sum_to_one, meeting_short_size=self.meeting_short_size,
+                                     meeting_radius=self.meeting_radius)
             else:
                 outs = (self.image(f, m) for f, m in remember(frames))
             for pred in outs:

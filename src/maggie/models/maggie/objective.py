@@ -5,6 +5,8 @@ L = w_alpha * L_rec + w_lap * L_lap + w_grad * L_grad + w_dt * L_dtSSD + w_att *
 [w_occlusion, not in the reference: the region-weighted terms weigh a person's pixels of other people
  1 + w_occlusion more];
 [w_meeting, not in the reference: they weigh the band where two people meet w_meeting more];
+[+ w_meeting_sum * L_meeting_sum, not in the reference: there the mattes add up to the true alphas' total];
+[after_sum_rule, not in the reference: every term scores the mattes after the guided sum rule, as evaluated];
 each of L_rec, L_lap, L_grad, L_dtSSD, L_sum_one summed over the three strides with weights 2:1:1
 (OS1:OS4:OS8).  OS8 is weighted over the whole image (x2 where the true or predicted
 alpha is uncertain); OS4/OS1 inside their refinement bands (75% of the time) or the
@@ -22,6 +24,7 @@ from maggie.models.ops.loss_terms import (
     excess_sum_loss,
     gradient_loss,
     laplacian_loss,
+    meeting_sum_loss,
     os8_bce,
     os8_weights,
     other_people,
@@ -29,6 +32,7 @@ from maggie.models.ops.loss_terms import (
     temporal_sparsity_loss,
     weighted_l1,
 )
+from maggie.models.ops.sum_rule import limit_sum
 
 if TYPE_CHECKING:  # the weights are any object with these attributes (config.params.LossWeights)
     from maggie.config.params import LossWeights
@@ -44,6 +48,8 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
     valid = (gt.sum((3, 4), keepdim=True) > 0) | (batch["mask"].sum((3, 4), keepdim=True) > 0)
     valid = valid.to(gt.dtype)
     a8, a4, a1 = (out[k] * valid for k in ("alpha_os8", "alpha_os4", "alpha_os1"))
+    if w.loss_after_sum_rule:
+        a8, a4, a1 = (limit_sum(a, batch["mask"]) for a in (a8, a4, a1))
     # MaGGIe draws between its refinement bands and its detail region; the MGM baselines have
     # no detail region and always use their bands (the reference's rule for them).
     if "detail_mask" in out and not torch.rand(()) < 0.75:
@@ -80,6 +86,11 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
         one = 2 * excess_sum_loss(p1) + excess_sum_loss(p4) + excess_sum_loss(p8)
         terms["loss_sum_one"] = one
         total = total + w.loss_sum_one_w * one
+    if w.loss_meeting_sum_w > 0:
+        band = people_meeting(g).amax(1)
+        msum = 2 * meeting_sum_loss(p1, g, band) + meeting_sum_loss(p4, g, band) + meeting_sum_loss(p8, g, band)
+        terms["loss_meeting_sum"] = msum
+        total = total + w.loss_meeting_sum_w * msum
     if w.loss_dtSSD_w > 0 and t > 1:
         dt = 2 * dtssd_loss(a1, gt, w1) + dtssd_loss(a4, gt, w4) + dtssd_loss(a8, gt, w8)
         terms["loss_dtSSD"] = dt
