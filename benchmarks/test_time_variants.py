@@ -6,7 +6,7 @@
     python benchmarks/test_time_variants.py ... --variant refine_all_detail --splits comp_hard
 
 What a change at evaluation alone (same weights) does to the video figures (MAD, ratio to the tracker mask,
-dtSSD), with the default's sum rule:
+dtSSD), with the default's sum rule and its finer run where people meet (``--finer-where-meeting 0``: without):
 * ``flip``: each clip also run mirrored left-right, the two mattes averaged (2x the network's cost; the padded
   tensor is mirrored, so where the frame needs padding the mirrored run sees it on the left);
 * ``scales``: the clips run at each short side of ``--scales`` and the mattes, mapped back to the frame,
@@ -143,11 +143,16 @@ def main() -> int:
     ap.add_argument("--meeting-radius", type=int, default=None,
                     help="--variant scales: average only where two people's masks grown by this many px overlap")
     ap.add_argument("--splits", nargs="*", default=None, help="default: test.video.splits")
+    ap.add_argument("--finer-where-meeting", type=int, default=None,
+                    help="test.video.meeting_short_size for this run (0: off; default: params.yaml's; --variant "
+                    "scales turns it off, as it makes its own runs)")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     args = ap.parse_args()
     params = load_params(args.params)
     if args.splits:
         params["test"]["video"]["splits"] = args.splits
+    if args.finer_where_meeting is not None or args.variant == "scales":
+        params["test"]["video"]["meeting_short_size"] = args.finer_where_meeting or None
     model = video_network_from(args.image, args.video)
     if args.variant == "flip":
         model = Mirrored(model)

@@ -208,3 +208,28 @@ def test_frozen_bn_stats_keeps_running_statistics_while_parameters_train():
     assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
     train_mode(model)
     assert all(m.training for m in bns)
+
+
+def test_warm_start_remeasure_updates_its_metrics_only(tmp_path, monkeypatch):
+    """``--remeasure``: the shipped files and their checksums stay; the metrics are this checkout's evaluation's."""
+    import json
+
+    from maggie.engine import warm_start
+
+    out = tmp_path / "pretrain"
+    out.mkdir()
+    (out / "maggie_default_image.safetensors").write_bytes(b"image")
+    record = {"command": "c", "image": {"file": "maggie_default_image.safetensors", "metrics": {"old": 1}},
+              "video": {"file": "maggie_default_temporal.safetensors", "metrics": {"old": 2}}, "sha256": {"x": "y"}}
+    (out / "warm_start.json").write_text(json.dumps(record))
+    seen = []
+    monkeypatch.setattr(warm_start, "load_params", lambda path: {"from": path})
+    monkeypatch.setattr(warm_start, "image_metrics", lambda w, p: seen.append((w.name, p)) or {"new": 1})
+    monkeypatch.setattr(warm_start, "video_metrics", lambda i, t, p: seen.append((i.name, t.name)) or {"new": 2})
+    assert warm_start.main(["--remeasure", "--out", str(out), "--params", "p.yaml"]) == 0
+    got = json.loads((out / "warm_start.json").read_text())
+    assert got["image"]["metrics"] == {"new": 1} and got["video"]["metrics"] == {"new": 2}
+    assert got["sha256"] == {"x": "y"} and got["command"] == "c" and "--remeasure" in got["measured_with"]
+    assert seen == [("maggie_default_image.safetensors", {"from": "p.yaml"}),
+                    ("maggie_default_image.safetensors", "maggie_default_temporal.safetensors")]
+    assert (out / "maggie_default_image.safetensors").read_bytes() == b"image"

@@ -266,6 +266,26 @@ def test_sum_to_one_flag_of_predict(tmp_path, weights):
     assert sums[0].max() > 1.05 * 255 and sums[1].max() <= 255 + 3 and sums[2].max() <= 255 + 3
 
 
+
+def test_meeting_short_size_flag_of_predict(tmp_path, weights):
+    """``--meeting-short-size``: a video's written mattes change only where two people's masks meet."""
+    from maggie.inference.pipeline import meeting_band
+    write_video(tmp_path / "clip.mp4", [rgb_image(50 + i) for i in range(4)])
+    m = people(2)
+    m[1, :, 28:34] = 1                    # the second person reaches to 2 px of the first
+    for i in range(4):
+        write_instance_masks(tmp_path / "vmasks" / f"{i:05d}", m)
+    outs = []
+    for extra in ([], ["--meeting-short-size", "96"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert predict(str(tmp_path / "clip.mp4"), "--masks", str(tmp_path / "vmasks"), "--out", str(out),
+                       "--weights", str(weights["maggie_video"]), "--outputs", "alpha", *extra) == 0
+        outs.append(np.stack([read_alpha(out / "alpha" / "00002" / f"{i:02d}.png") for i in range(2)]))
+    band = meeting_band(m, 4) > 0
+    assert band.any()
+    np.testing.assert_array_equal(outs[0][:, ~band], outs[1][:, ~band])
+    assert (outs[0][:, band] != outs[1][:, band]).any()
+
 def test_default_weights_are_the_newest_trained(tmp_path, weights, monkeypatch, capsys):
     write_png(tmp_path / "photo.png", rgb_image(0))
     write_instance_masks(tmp_path / "masks", people(1))

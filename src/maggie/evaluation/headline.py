@@ -98,5 +98,8 @@ def headline(rows: dict[str, Any], params: dict[str, Any], frames: dict[str, dic
     if warm:
         lines += ["", f"The warm start: `pretrain/{warm['image']['file']}` ({warm['image']['steps']} image steps"
                   + (f", then {warm['video']['steps']} video steps" if warm.get("video") else "")
-                  + f" of `{warm['command']}`), measured on the same benchmarks when it was made."]
+                  + (f" in its last phase, {warm['trained_with']}" if warm.get("trained_with") else "")
+                  + f"; made by `{warm['command']}`), measured on the same benchmarks "
+                  + ("with this evaluation (`python -m maggie.engine.warm_start --remeasure`)."
+                     if warm.get("measured_with") else "when it was made.")]
     return summary, "\n".join(lines) + "\n"
