@@ -233,3 +233,4 @@ def test_warm_start_remeasure_updates_its_metrics_only(tmp_path, monkeypatch):
     assert seen == [("maggie_default_image.safetensors", {"from": "p.yaml"}),
                     ("maggie_default_image.safetensors", "maggie_default_temporal.safetensors")]
     assert (out / "maggie_default_image.safetensors").read_bytes() == b"image"
+    assert torch.is_grad_enabled(), "main() must not switch autograd off for the rest of the process"

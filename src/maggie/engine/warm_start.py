@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.remeasure and not args.image:
         ap.error("--image is required (or --remeasure)")
-    torch.set_grad_enabled(False)
     try:
-        if args.remeasure:
-            remeasure(Path(args.out), args.params)
-            return 0
-        make_warm_start(Path(args.image), Path(args.video) if args.video else None, Path(args.out), args.params,
-                        args.trained_with, args.after_steps)
+        with torch.no_grad():   # not a global switch: main() is also called in-process (tests)
+            if args.remeasure:
+                remeasure(Path(args.out), args.params)
+            else:
+                make_warm_start(Path(args.image), Path(args.video) if args.video else None, Path(args.out),
+                                args.params, args.trained_with, args.after_steps)
     except USER_ERRORS as exc:
         print(f"maggie.engine.warm_start: error: {exc}", file=sys.stderr)
         return 2
