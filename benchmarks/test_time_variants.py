@@ -52,16 +52,6 @@ class Mirrored(torch.nn.Module):
         return {"alpha": (a + b) / 2}
 
 
-def meeting_band(masks, radius: int):
-    """``[H, W]`` 1 where the guidance masks of two people, each grown by ``radius`` px, overlap."""
-    import cv2
-    import numpy as np
-
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    grown = np.stack([cv2.dilate((m > 0).astype(np.uint8), kernel) for m in masks]) if len(masks) else masks
-    return (grown.sum(0) >= 2).astype(np.float32)
-
-
 def average_over_scales(scales: list[int], meeting_radius: int | None = None) -> None:
     """Make the evaluation's clip streaming run once per short side and average the mattes (with
     ``meeting_radius``: only in the band where two people's guidance masks meet; the first scale elsewhere)."""
@@ -75,7 +65,7 @@ def average_over_scales(scales: list[int], meeting_radius: int | None = None) ->
             if meeting_radius is None:
                 yield mean
             else:
-                band = meeting_band(masks, meeting_radius)
+                band = pipeline.meeting_band(masks, meeting_radius)
                 yield outs[0] * (1 - band) + mean * band
 
     pipeline._fused_mattes = fused

@@ -60,8 +60,10 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
     if w.loss_occlusion_w > 0:
         occ = w.loss_occlusion_w * other_people(gt.flatten(0, 1)).view_as(gt) * valid
         w8, w4, w1 = w8 + occ, w4 + occ, w1 + occ
+    # the band where people meet, [B*T, N, H, W]: weighted by loss_meeting_w, its sum held by loss_meeting_sum_w
+    meeting = people_meeting(gt.flatten(0, 1)) if w.loss_meeting_w > 0 or w.loss_meeting_sum_w > 0 else None
     if w.loss_meeting_w > 0:
-        meet = w.loss_meeting_w * people_meeting(gt.flatten(0, 1)).view_as(gt) * valid
+        meet = w.loss_meeting_w * meeting.view_as(gt) * valid
         w8, w4, w1 = w8 + meet, w4 + meet, w1 + meet
     flat = [x.reshape(b * t, n, h, w_) for x in (gt, a8, a4, a1, w8, w4, w1)]
     g, p8, p4, p1, q8, q4, q1 = flat
@@ -87,7 +89,7 @@ def training_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], 
         terms["loss_sum_one"] = one
         total = total + w.loss_sum_one_w * one
     if w.loss_meeting_sum_w > 0:
-        band = people_meeting(g).amax(1)
+        band = meeting.amax(1)
         msum = 2 * meeting_sum_loss(p1, g, band) + meeting_sum_loss(p4, g, band) + meeting_sum_loss(p8, g, band)
         terms["loss_meeting_sum"] = msum
         total = total + w.loss_meeting_sum_w * msum
